@@ -1,0 +1,164 @@
+"""Public API (FlashMLA's, drop-in): argument validation and backend dispatch.
+
+Backends:
+    ``"hopper"``    Gluon kernel for sm_90 (d=576, dv=512, page size 64, bf16/fp16, h_kv=1).
+    ``"triton"``    portable Triton kernel (any CUDA GPU; CPU tensors under ``TRITON_INTERPRET=1``).
+    ``"reference"`` plain PyTorch (``reference.py``); synchronises with the device.
+``"auto"`` (the default) picks hopper where it applies, else triton on CUDA; on CPU, triton when
+interpreting, else reference. ``backend=`` or the ``FLASH_MLA_BACKEND`` environment variable forces one.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .combine import combine_splits
+from .reference import mla_decode_reference
+from .scheduler import get_mla_metadata  # noqa: F401  (re-exported)
+from .triton_kernel import interpreting, mla_decode_triton
+
+SUPPORTED_D = 576
+SUPPORTED_DV = 512
+BACKENDS = ("auto", "hopper", "triton", "reference")
+
+
+def _hopper():
+    """The Hopper backend module, or None where it cannot load (e.g. a Triton without Gluon)."""
+    try:
+        from . import hopper
+    except ImportError:
+        return None
+    return hopper
+
+
+def resolve_backend(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int, backend: str | None = None) -> str:
+    """The backend that ``flash_mla_with_kvcache`` will run for these inputs."""
+    backend = backend or os.environ.get("FLASH_MLA_BACKEND") or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "hopper":
+        hopper = _hopper()
+        if q.device.type != "cuda" or hopper is None or not hopper.supports(q, k_cache, head_dim_v):
+            raise ValueError("backend='hopper' needs an sm_90 GPU, d=576, dv=512, page size 64, h_kv=1, bf16/fp16")
+        return backend
+    if backend != "auto":
+        if backend == "triton" and q.device.type == "cpu" and not interpreting():
+            raise ValueError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1")
+        return backend
+    if q.device.type == "cuda":
+        hopper = _hopper()
+        if hopper is not None and hopper.supports(q, k_cache, head_dim_v):
+            return "hopper"
+        return "triton"
+    return "triton" if interpreting() else "reference"
+
+
+def _check_tensor(name, t, *, dims, dtypes, device=None):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != dims:
+        raise ValueError(f"{name} must have {dims} dimensions, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype {' or '.join(map(str, dtypes))}, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device}, expected {device} (the device of q)")
+
+
+def _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits):
+    _check_tensor("q", q, dims=4, dtypes=(torch.bfloat16, torch.float16))
+    dev = q.device
+    _check_tensor("k_cache", k_cache, dims=4, dtypes=(q.dtype,), device=dev)
+    _check_tensor("block_table", block_table, dims=2, dtypes=(torch.int32,), device=dev)
+    _check_tensor("cache_seqlens", cache_seqlens, dims=1, dtypes=(torch.int32,), device=dev)
+    _check_tensor("tile_scheduler_metadata", tile_scheduler_metadata, dims=2, dtypes=(torch.int32,), device=dev)
+    _check_tensor("num_splits", num_splits, dims=1, dtypes=(torch.int32,), device=dev)
+    b, s_q, h_q, d = q.shape
+    num_blocks, page_size, h_kv, d_k = k_cache.shape
+    if d != SUPPORTED_D:
+        raise ValueError(f"q: head dim d must be {SUPPORTED_D} (512 latent + 64 rope), got {d}")
+    if d_k != d:
+        raise ValueError(f"k_cache: last dim must equal q's head dim {d}, got {d_k}")
+    if head_dim_v != SUPPORTED_DV:
+        raise ValueError(f"head_dim_v must be {SUPPORTED_DV}, got {head_dim_v}")
+    if b < 1 or s_q < 1 or h_q < 1:
+        raise ValueError(f"q: batch, s_q and h_q must be positive, got shape {tuple(q.shape)}")
+    if num_blocks < 1 or page_size < 1 or h_kv < 1:
+        raise ValueError(f"k_cache: num_blocks, page_size and h_kv must be positive, got {tuple(k_cache.shape)}")
+    if h_q % h_kv != 0:
+        raise ValueError(f"q's head count h_q={h_q} must be a multiple of k_cache's h_kv={h_kv}")
+    if q.stride(-1) != 1:
+        raise ValueError("q: the last dimension must be contiguous (stride 1)")
+    if k_cache.stride(-1) != 1:
+        raise ValueError("k_cache: the last dimension must be contiguous (stride 1)")
+    if block_table.shape[0] != b:
+        raise ValueError(f"block_table: first dim must be the batch size {b}, got {block_table.shape[0]}")
+    if block_table.stride(-1) != 1:
+        raise ValueError("block_table: the last dimension must be contiguous (stride 1)")
+    if cache_seqlens.shape[0] != b:
+        raise ValueError(f"cache_seqlens: length must be the batch size {b}, got {cache_seqlens.shape[0]}")
+    if not cache_seqlens.is_contiguous():
+        raise ValueError("cache_seqlens must be contiguous")
+    if tile_scheduler_metadata.shape[1] != 8 or not tile_scheduler_metadata.is_contiguous():
+        raise ValueError("tile_scheduler_metadata must be a contiguous [num_sm_parts, 8] tensor from get_mla_metadata, "
+                         f"got shape {tuple(tile_scheduler_metadata.shape)}")
+    if num_splits.shape[0] != b + 1 or not num_splits.is_contiguous():
+        raise ValueError(f"num_splits must be a contiguous [batch + 1] = [{b + 1}] tensor from get_mla_metadata, "
+                         f"got shape {tuple(num_splits.shape)}")
+
+
+def flash_mla_with_kvcache(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    head_dim_v: int,
+    tile_scheduler_metadata: torch.Tensor,
+    num_splits: torch.Tensor,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLA decoding attention over a paged KV cache.
+
+    Arguments:
+        q: ``[batch_size, seq_len_q, num_heads_q, head_dim]`` bf16/fp16, head_dim = 576.
+        k_cache: ``[num_blocks, page_block_size, num_heads_k, head_dim]``, q's dtype. V is ``k_cache[..., :head_dim_v]``.
+        block_table: ``[batch_size, max_num_blocks_per_seq]`` int32.
+        cache_seqlens: ``[batch_size]`` int32.
+        head_dim_v: 512.
+        tile_scheduler_metadata: ``[num_sm_parts, 8]`` int32, from ``get_mla_metadata``.
+        num_splits: ``[batch_size + 1]`` int32, from ``get_mla_metadata``.
+        softmax_scale: default ``head_dim ** -0.5``.
+        causal: query token ``t`` of a length-``L`` sequence sees keys ``0 .. L - seq_len_q + t``.
+        backend: ``"auto"``/None, ``"hopper"``, ``"triton"`` or ``"reference"`` (see the module docstring).
+
+    Returns:
+        out: ``[batch_size, seq_len_q, num_heads_q, head_dim_v]`` in q's dtype.
+        softmax_lse: ``[batch_size, num_heads_q, seq_len_q]`` float32 (natural log; +inf for a row with no key).
+    """
+    _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits)
+    b, s_q, h_q, d = q.shape
+    if softmax_scale is None:
+        softmax_scale = d ** -0.5
+    softmax_scale = float(softmax_scale)
+    causal = bool(causal)
+    chosen = resolve_backend(q, k_cache, head_dim_v, backend)
+    if chosen == "reference":
+        return mla_decode_reference(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
+
+    h_kv = k_cache.shape[2]
+    num_rows = s_q * h_q // h_kv
+    num_parts = tile_scheduler_metadata.shape[0]
+    out = torch.empty(b, s_q, h_q, head_dim_v, dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
+    o_accum = torch.empty(b + num_parts, h_kv, num_rows, head_dim_v, dtype=torch.float32, device=q.device)
+    lse_accum = torch.empty(b + num_parts, h_kv, num_rows, dtype=torch.float32, device=q.device)
+    args = (q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, softmax_scale, causal,
+            out, lse)
+    if chosen == "hopper":   # h_kv == 1: the kernel takes the workspace without its head dim
+        _hopper().mla_decode_hopper(*args, o_accum[:, 0], lse_accum[:, 0])
+    else:
+        mla_decode_triton(*args, o_accum, lse_accum)
+    combine_splits(num_splits, o_accum, lse_accum, out, lse)
+    return out, lse

@@ -1,0 +1,202 @@
+"""Tile scheduler: splits the KV work of a decode step evenly across the GPU's SMs (FlashMLA's scheme).
+
+``get_mla_metadata(cache_seqlens, num_heads_per_head_k, num_heads_k)`` runs once per decode step and
+returns ``(tile_scheduler_metadata, num_splits)``, shared by every layer of the step.
+
+Work is counted in KV blocks of ``BLOCK_N = 64`` keys. Sequence ``i`` costs ``ceil(L_i / 64) + FIXED_OVERHEAD``
+block units (the fixed part stands for the per-split cost: loading Q, writing the output, the combine).
+With ``P`` SM parts each part gets a payload of ``ceil(total / P) + FIXED_OVERHEAD`` units and the sequences
+are laid out greedily in order: a part takes whole sequences while they fit, then (if more than the fixed
+overhead is left) the first blocks of the next sequence, whose remainder starts the next part. A sequence
+cut this way is *split*; its pieces are merged by the combine kernel using their log-sum-exp.
+
+Layout (int32, on the device of ``cache_seqlens``):
+
+``tile_scheduler_metadata`` ``[num_sm_parts, 8]``, row ``p``::
+
+    [begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split_idx, 0, 0, 0]
+
+part ``p`` processes sequence ``begin_idx`` from key ``begin_seqlen``, every sequence strictly between, and
+sequence ``end_idx`` up to key ``end_seqlen`` (exclusive). ``begin_seqlen`` is a multiple of 64;
+``end_seqlen`` is a multiple of 64 or the sequence's length. A part with ``begin_idx > end_idx`` is empty.
+``begin_n_split_idx`` is the split index of the first piece (later pieces of a part start at split 0).
+
+``num_splits`` ``[b + 1]``: cumulative split counts; sequence ``i`` has splits
+``num_splits[i] .. num_splits[i + 1] - 1``, which index the float32 partial-result workspace
+(``[b + num_sm_parts, ...]`` rows always suffice). A sequence with exactly one split is written straight to
+the output by the attention kernel and skipped by the combine.
+
+``num_sm_parts = max(1, sm_count // num_heads_k // ceil(num_heads_per_head_k / 64))``: one CTA per
+(part, KV head, 64-row block of query rows) fills the GPU once.
+
+The GPU computation is a single-program Triton kernel, so it never synchronises with the host and can be
+captured in a CUDA graph. On CPU tensors the same greedy runs in Python (or in Triton's interpreter with
+``TRITON_INTERPRET=1``).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_N = 64          # keys per scheduling block
+FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks)
+BLOCK_M = 64          # query rows per CTA assumed when sizing the number of parts
+CPU_SM_COUNT = 8      # parts used on CPU tensors (no SMs to fill; small keeps the interpreter fast)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def device_guard(device: torch.device):
+    """Make ``device`` current for a kernel launch (Triton launches on the current device's stream)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def sm_count(device: torch.device) -> int:
+    """Number of SMs of ``device`` (cached; no synchronisation). CPU: ``CPU_SM_COUNT``."""
+    if device.type == "cuda":
+        return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return CPU_SM_COUNT
+
+
+def num_sm_parts_for(device: torch.device, num_heads_per_head_k: int, num_heads_k: int) -> int:
+    return max(1, sm_count(device) // num_heads_k // triton.cdiv(num_heads_per_head_k, BLOCK_M))
+
+
+@triton.jit
+def _mla_metadata_kernel(
+    SEQLENS, META, NSPLITS, batch, num_parts,
+    BLOCK_N: tl.constexpr, FIXED: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    # Total cost of the step, in blocks.
+    total = 0
+    for start in range(0, batch, BLOCK_B):
+        offs = start + tl.arange(0, BLOCK_B)
+        ok = offs < batch
+        seqlen = tl.load(SEQLENS + offs, mask=ok, other=0)
+        total += tl.sum(tl.where(ok, (seqlen + BLOCK_N - 1) // BLOCK_N + FIXED, 0))
+    payload = (total + num_parts - 1) // num_parts + FIXED
+
+    tl.store(NSPLITS, 0)
+    now_idx = 0       # sequence being laid out
+    now_block = 0     # its first block not yet given to a part
+    now_split = 0     # split index of its next piece
+    cum_splits = 0
+    for part in range(num_parts):
+        row = META + part * 8
+        tl.store(row + 0, now_idx)
+        tl.store(row + 1, now_block * BLOCK_N)
+        tl.store(row + 4, now_split)
+        tl.store(row + 5, 0)
+        tl.store(row + 6, 0)
+        tl.store(row + 7, 0)
+        remain = payload
+        go = now_idx < batch
+        while go:
+            num_blocks = (tl.load(SEQLENS + now_idx) + BLOCK_N - 1) // BLOCK_N
+            left = num_blocks - now_block
+            if remain >= left + FIXED:
+                # The rest of this sequence fits: it ends in this part.
+                cum_splits += now_split + 1
+                tl.store(NSPLITS + now_idx + 1, cum_splits)
+                remain -= left + FIXED
+                now_idx += 1
+                now_block = 0
+                now_split = 0
+                go = now_idx < batch
+            else:
+                # Take what fits (beyond the fixed overhead) and cut the sequence there.
+                if remain - FIXED > 0:
+                    now_block += remain - FIXED
+                    now_split += 1
+                    remain = 0
+                go = now_idx < 0
+        if now_block > 0:
+            tl.store(row + 2, now_idx)
+            tl.store(row + 3, now_block * BLOCK_N)
+        else:
+            tl.store(row + 2, now_idx - 1)
+            tl.store(row + 3, tl.load(SEQLENS + tl.maximum(now_idx - 1, 0)))
+
+
+def schedule_host(seqlens: list[int], num_sm_parts: int) -> tuple[list[list[int]], list[int]]:
+    """The same greedy in plain Python: ``(metadata rows, num_splits)``. Used on CPU and as a test oracle."""
+    batch = len(seqlens)
+    num_blocks = [-(-s // BLOCK_N) for s in seqlens]
+    total = sum(n + FIXED_OVERHEAD for n in num_blocks)
+    payload = -(-total // num_sm_parts) + FIXED_OVERHEAD
+    meta, num_splits = [], [0] * (batch + 1)
+    now_idx = now_block = now_split = cum = 0
+    for _ in range(num_sm_parts):
+        row = [now_idx, now_block * BLOCK_N, 0, 0, now_split, 0, 0, 0]
+        remain = payload
+        while now_idx < batch:
+            left = num_blocks[now_idx] - now_block
+            if remain >= left + FIXED_OVERHEAD:
+                cum += now_split + 1
+                num_splits[now_idx + 1] = cum
+                remain -= left + FIXED_OVERHEAD
+                now_idx, now_block, now_split = now_idx + 1, 0, 0
+            else:
+                if remain - FIXED_OVERHEAD > 0:
+                    now_block += remain - FIXED_OVERHEAD
+                    now_split += 1
+                break
+        if now_block > 0:
+            row[2], row[3] = now_idx, now_block * BLOCK_N
+        else:
+            row[2], row[3] = now_idx - 1, (seqlens[now_idx - 1] if now_idx > 0 else 0)
+        meta.append(row)
+    return meta, num_splits
+
+
+def get_mla_metadata(
+    cache_seqlens: torch.Tensor,
+    num_heads_per_head_k: int,
+    num_heads_k: int,
+    num_sm_parts: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plan the split-KV work of one decode step.
+
+    Arguments:
+        cache_seqlens: ``[b]`` int32, the KV length of each sequence.
+        num_heads_per_head_k: ``s_q * h_q // h_kv``, query rows that share one KV head.
+        num_heads_k: ``h_kv``.
+        num_sm_parts: override the number of parts (default: fill the device's SMs, as FlashMLA).
+
+    Returns:
+        tile_scheduler_metadata: ``[num_sm_parts, 8]`` int32; num_splits: ``[b + 1]`` int32 (module docstring).
+    """
+    if not isinstance(cache_seqlens, torch.Tensor):
+        raise TypeError(f"cache_seqlens must be a torch.Tensor, got {type(cache_seqlens).__name__}")
+    if cache_seqlens.dim() != 1:
+        raise ValueError(f"cache_seqlens must be 1-D [batch], got shape {tuple(cache_seqlens.shape)}")
+    if cache_seqlens.dtype != torch.int32:
+        raise TypeError(f"cache_seqlens must be int32, got {cache_seqlens.dtype}")
+    for name, value in (("num_heads_per_head_k", num_heads_per_head_k), ("num_heads_k", num_heads_k)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    device = cache_seqlens.device
+    if num_sm_parts is None:
+        num_sm_parts = num_sm_parts_for(device, num_heads_per_head_k, num_heads_k)
+    if not isinstance(num_sm_parts, int) or num_sm_parts < 1:
+        raise ValueError(f"num_sm_parts must be a positive int, got {num_sm_parts!r}")
+    batch = cache_seqlens.shape[0]
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        meta, splits = schedule_host(cache_seqlens.tolist(), num_sm_parts)
+        return (torch.tensor(meta, dtype=torch.int32).reshape(num_sm_parts, 8),
+                torch.tensor(splits, dtype=torch.int32))
+    meta = torch.empty(num_sm_parts, 8, dtype=torch.int32, device=device)
+    num_splits = torch.empty(batch + 1, dtype=torch.int32, device=device)
+    seqlens = cache_seqlens.contiguous()
+    with device_guard(device):
+        _mla_metadata_kernel[(1,)](seqlens, meta, num_splits, batch, num_sm_parts,
+                                   BLOCK_N=BLOCK_N, FIXED=FIXED_OVERHEAD, BLOCK_B=256, num_warps=1)
+    return meta, num_splits
