@@ -30,6 +30,15 @@ def interpreting() -> bool:
 
 
 @triton.jit
+def _bcast_rows(x, SWAP_AB: tl.constexpr):
+    """A per-row vector as a column (rows on dim 0) or, when SWAP_AB, as a row (rows on dim 1)."""
+    if SWAP_AB:
+        return x[None, :]
+    else:
+        return x[:, None]
+
+
+@triton.jit
 def _mla_splitkv_kernel(
     Q, KV, BLOCK_TABLE, SEQLENS, META, NUM_SPLITS,
     OUT, LSE, O_ACC, LSE_ACC,
@@ -43,7 +52,7 @@ def _mla_splitkv_kernel(
     scale_log2, s_q, ngroups, num_rows, page_size,
     D_V: tl.constexpr, D_ROPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, UPCAST: tl.constexpr,
+    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, SWAP_AB: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -83,59 +92,101 @@ def _mla_splitkv_kernel(
         else:
             row_end = tl.zeros([BLOCK_M], tl.int32) + end
 
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, D_V], tl.float32)
         bt_row = BLOCK_TABLE + b64 * stride_btb
-        for n0 in range(start, end, BLOCK_N):
-            offs_n = n0 + offs_n0
-            key_ok = offs_n < end
-            page = tl.load(bt_row + offs_n // page_size, mask=key_ok, other=0)
-            k_rows = kv_base + page.to(tl.int64) * stride_kp + (offs_n % page_size) * stride_ks
-            k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
-            k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
-            if UPCAST:
-                k_nope = k_nope.to(tl.float32)
-                k_rope = k_rope.to(tl.float32)
-            s = tl.dot(q_nope, tl.trans(k_nope))
-            s = tl.dot(q_rope, tl.trans(k_rope), s)
-            s = s * scale_log2
-            s = tl.where(offs_n[None, :] < row_end[:, None], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet
-            alpha = tl.exp2(m_i - m_use)
-            p = tl.exp2(s - m_use[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            acc = tl.dot(p.to(k_nope.dtype), k_nope, acc)
-            m_i = m_new
+        if SWAP_AB:
+            # Few query rows: keys are the M side of the matmuls (Sᵀ = K·Qᵀ, Oᵀ += Vᵀ·Pᵀ) so that the
+            # tensor-core tile is filled by keys and the output dims, not by padded query rows.
+            q_nope_t = tl.trans(q_nope)
+            q_rope_t = tl.trans(q_rope)
+            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            l_i = tl.zeros([BLOCK_M], tl.float32)
+            acc_t = tl.zeros([D_V, BLOCK_M], tl.float32)
+            for n0 in range(start, end, BLOCK_N):
+                offs_n = n0 + offs_n0
+                key_ok = offs_n < end
+                page = tl.load(bt_row + offs_n // page_size, mask=key_ok, other=0)
+                k_rows = kv_base + page.to(tl.int64) * stride_kp + (offs_n % page_size) * stride_ks
+                k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
+                k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
+                if UPCAST:
+                    k_nope = k_nope.to(tl.float32)
+                    k_rope = k_rope.to(tl.float32)
+                s_t = tl.dot(k_nope, q_nope_t)
+                s_t = tl.dot(k_rope, q_rope_t, s_t)
+                s_t = s_t * scale_log2
+                s_t = tl.where(offs_n[:, None] < row_end[None, :], s_t, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s_t, 0))
+                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = tl.exp2(m_i - m_use)
+                p_t = tl.exp2(s_t - m_use[None, :])
+                l_i = l_i * alpha + tl.sum(p_t, 0)
+                acc_t = acc_t * alpha[None, :]
+                acc_t = tl.dot(tl.trans(k_nope), p_t.to(k_nope.dtype), acc_t)
+                m_i = m_new
+            acc = acc_t
+        else:
+            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            l_i = tl.zeros([BLOCK_M], tl.float32)
+            acc = tl.zeros([BLOCK_M, D_V], tl.float32)
+            for n0 in range(start, end, BLOCK_N):
+                offs_n = n0 + offs_n0
+                key_ok = offs_n < end
+                page = tl.load(bt_row + offs_n // page_size, mask=key_ok, other=0)
+                k_rows = kv_base + page.to(tl.int64) * stride_kp + (offs_n % page_size) * stride_ks
+                k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
+                k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
+                if UPCAST:
+                    k_nope = k_nope.to(tl.float32)
+                    k_rope = k_rope.to(tl.float32)
+                s = tl.dot(q_nope, tl.trans(k_nope))
+                s = tl.dot(q_rope, tl.trans(k_rope), s)
+                s = s * scale_log2
+                s = tl.where(offs_n[None, :] < row_end[:, None], s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet
+                alpha = tl.exp2(m_i - m_use)
+                p = tl.exp2(s - m_use[:, None])
+                l_i = l_i * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None]
+                acc = tl.dot(p.to(k_nope.dtype), k_nope, acc)
+                m_i = m_new
 
         seen = l_i > 0.0
-        o = acc / tl.where(seen, l_i, 1.0)[:, None]
-        lse_val = (m_i + tl.log2(tl.where(seen, l_i, 1.0))) / 1.4426950408889634
+        l_safe = tl.where(seen, l_i, 1.0)
+        lse_val = (m_i + tl.log2(l_safe)) / 1.4426950408889634
+        # Element offsets of the output tile in the orientation of ``acc``.
+        if SWAP_AB:
+            o = acc / l_safe[None, :]
+            col = offs_v[:, None]
+            tile_ok = row_ok[None, :]
+        else:
+            o = acc / l_safe[:, None]
+            col = offs_v[None, :]
+            tile_ok = row_ok[:, None]
         whole = (start == 0) & (end == seqlen)
         if whole:
             lse_val = tl.where(seen, lse_val, float("inf"))
-            o_ptrs = OUT + b64 * stride_ob + tok * stride_os + head * stride_oh
-            tl.store(o_ptrs[:, None] + offs_v[None, :], o.to(OUT.dtype.element_ty), mask=row_ok[:, None])
+            o_rows = b64 * stride_ob + tok * stride_os + head * stride_oh
+            tl.store(OUT + _bcast_rows(o_rows, SWAP_AB) + col, o.to(OUT.dtype.element_ty), mask=tile_ok)
             tl.store(LSE + b64 * stride_lb + head * stride_lh + tok, lse_val, mask=row_ok)
         else:
             lse_val = tl.where(seen, lse_val, float("-inf"))
             slot = (tl.load(NUM_SPLITS + bi) + split_idx).to(tl.int64)
-            a_ptrs = O_ACC + slot * stride_ab + kv_head * stride_ah + rows * stride_ar
-            tl.store(a_ptrs[:, None] + offs_v[None, :], o, mask=row_ok[:, None])
+            a_rows = slot * stride_ab + kv_head * stride_ah + rows * stride_ar
+            tl.store(O_ACC + _bcast_rows(a_rows, SWAP_AB) + col, o, mask=tile_ok)
             tl.store(LSE_ACC + slot * stride_sb + kv_head * stride_sh + rows, lse_val, mask=row_ok)
 
 
 def pick_config(num_rows: int, device: torch.device) -> dict:
     """Block shape and launch parameters for a row count (see docs/perf-notes.md for how they were chosen)."""
     if interpreting() or device.type != "cuda":
-        return dict(BLOCK_M=16 if num_rows <= 16 else 64, BLOCK_N=16, num_warps=4, num_stages=1)
+        return dict(BLOCK_M=16 if num_rows <= 16 else 64, BLOCK_N=16, SWAP_AB=num_rows <= 16,
+                    num_warps=4, num_stages=1)
     if num_rows <= 16:
-        return dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=2)
+        return dict(BLOCK_M=16, BLOCK_N=32, SWAP_AB=True, num_warps=8, num_stages=3)
     if num_rows <= 32:
-        return dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)
-    return dict(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=32, SWAP_AB=True, num_warps=8, num_stages=3)
+    return dict(BLOCK_M=64, BLOCK_N=32, SWAP_AB=False, num_warps=8, num_stages=2)
 
 
 def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
@@ -152,7 +203,7 @@ def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     d_v = out.shape[-1]
     num_parts = tile_scheduler_metadata.shape[0]
     cfg = dict(config or pick_config(num_rows, q.device))
-    block_m = cfg.pop("BLOCK_M")
+    block_m = cfg["BLOCK_M"]
     grid = (triton.cdiv(num_rows, block_m), h_kv, num_parts)
     with device_guard(q.device):
         _mla_splitkv_kernel[grid](
@@ -166,6 +217,6 @@ def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
             o_accum.stride(0), o_accum.stride(1), o_accum.stride(2),
             lse_accum.stride(0), lse_accum.stride(1),
             softmax_scale * LOG2E, s_q, ngroups, num_rows, k_cache.shape[1],
-            D_V=d_v, D_ROPE=d - d_v, BLOCK_M=block_m,
+            D_V=d_v, D_ROPE=d - d_v,
             CAUSAL=bool(causal and s_q > 1), UPCAST=interpreting(), **cfg,
         )

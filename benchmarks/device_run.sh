@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One device call: GPU tests, then the benchmark (and optional extras), short table last.
+#   bash benchmarks/device_run.sh [tests|sweep|bench|all]...   (default: tests bench)
+# Full logs go to $OUT (the device tool's output folder) or ./device_out.
+set -uo pipefail
+OUT=${OUT:-device_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export FLASH_MLA_COMMIT=${FLASH_MLA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+steps=${*:-tests bench}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/device.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
+for step in $steps; do
+  case $step in
+    tests) python3 -m pytest -q -x tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -n 25 ;;
+    sweep) python3 benchmarks/triton_sweep.py 2>&1 | tee "$OUT/sweep.log" | grep BEST ;;
+    bench) for be in ${BENCH_BACKENDS:-auto}; do
+             python3 -m flash_mla.bench --backend "$be" --baseline benchmarks/anchors/flashmla_h100.json \
+               --json "$OUT/bench_$be.json" 2>&1 | tee "$OUT/bench_$be.log"
+           done ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done

@@ -1,0 +1,98 @@
+"""GPU correctness over FlashMLA's benchmark matrix (skipped without CUDA).
+
+Every backend that applies on this GPU is compared with the float32 reference using FlashMLA's metric
+(1 - cos_sim < 1e-5 on out and lse) plus relative L2 error, on the benchmark's inputs (varlen lengths,
+shuffled pages) with NaN written into every cache row past each sequence's end.
+"""
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+from flash_mla import flash_mla_with_kvcache, get_mla_metadata, resolve_backend
+from flash_mla.reference import mla_decode_reference
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+MATRIX = list(itertools.product((4096, 8192), (16, 32, 64, 128), (1, 2), (False, True)))
+
+
+def protocol_inputs(s_k, h_q, s_q, varlen, dtype, b=128, page=64, seed=0):
+    random.seed(seed)
+    lens = [max(int(random.normalvariate(s_k, s_k / 2)), s_q) if varlen else s_k for _ in range(b)]
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    pad = math.ceil(max(lens) / 256) * 256
+    nblk = b * pad // page
+    bt = torch.randperm(nblk, generator=torch.Generator().manual_seed(seed)).int().reshape(b, -1).cuda()
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    kc = torch.randn(nblk, page, 1, 576, dtype=dtype, device="cuda", generator=gen)
+    q = torch.randn(b, s_q, h_q, 576, dtype=dtype, device="cuda", generator=gen)
+    # NaN in every cache slot past each sequence's end (pages it owns but does not fill).
+    pos = torch.arange(pad, device="cuda")
+    past = pos[None, :] >= seqlens[:, None]                      # [b, pad]
+    rows = (bt.long()[:, pos // page] * page + pos % page)[past]
+    kc.view(-1, 576)[rows] = float("nan")
+    return q, kc, bt, seqlens
+
+
+def cos_diff(a, b):
+    a, b = a.double().flatten(), b.double().flatten()
+    return 1 - (a @ b) / (a.norm() * b.norm()).clamp_min(1e-300)
+
+
+def assert_close_flashmla(out, lse, ref_out, ref_lse, dtype):
+    assert not out.isnan().any() and not lse.isnan().any()
+    assert cos_diff(out, ref_out) < 1e-5
+    assert cos_diff(lse, ref_lse) < 1e-5
+    rel = ((out.double() - ref_out.double()).norm() / ref_out.double().norm()).item()
+    assert rel < (1e-2 if dtype == torch.bfloat16 else 2e-3), rel
+    torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
+
+
+def backends_here(q, kc):
+    names = ["triton"]
+    if resolve_backend(q, kc, 512) == "hopper":
+        names.append("hopper")
+    return names
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("s_k,h_q,s_q,varlen", MATRIX)
+def test_matrix(s_k, h_q, s_q, varlen, dtype):
+    q, kc, bt, seqlens = protocol_inputs(s_k, h_q, s_q, varlen, dtype)
+    meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1)
+    ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
+    for backend in backends_here(q, kc):
+        out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend=backend)
+        assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)
+        out2, lse2 = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend=backend)
+        assert torch.equal(out, out2) and torch.equal(lse, lse2), f"{backend} is not deterministic"
+
+
+@pytest.mark.parametrize("page", [1, 16, 32, 64, 128])
+@pytest.mark.parametrize("s_q,h_q,causal", [(1, 16, False), (2, 64, True), (3, 128, True)])
+def test_edge_lengths_pages(page, s_q, h_q, causal):
+    """Lengths 0, 1, 63, 64, 65, page multiples and long ones, on every page size, both backends."""
+    torch.manual_seed(page + s_q)
+    lens = [0, 1, 2, 63, 64, 65, 127, 128, 129, 4 * page, 1000, 3000, 5000, 64 * 37]
+    b = len(lens)
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    max_pages = -(-max(lens) // page) + 2
+    nblk = b * max_pages + 3
+    kc = torch.randn(nblk, page, 1, 576, dtype=torch.bfloat16, device="cuda")
+    bt = torch.randperm(nblk, device="cuda")[: b * max_pages].int().reshape(b, max_pages)
+    for i, L in enumerate(lens):
+        used = -(-L // page)
+        bt[i, used:] = 2147480000
+        if used and L % page:
+            kc[bt[i, used - 1].long(), L % page:] = float("nan")
+    q = torch.randn(b, s_q, h_q, 640, dtype=torch.bfloat16, device="cuda")[..., 32:608]   # non-contiguous
+    meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1)
+    ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
+    for backend in backends_here(q, kc):
+        out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend=backend)
+        assert not out.isnan().any(), backend
+        torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2)
