@@ -183,10 +183,10 @@ def pick_config(num_rows: int, device: torch.device) -> dict:
         return dict(BLOCK_M=16 if num_rows <= 16 else 64, BLOCK_N=16, SWAP_AB=num_rows <= 16,
                     num_warps=4, num_stages=1)
     if num_rows <= 16:
-        return dict(BLOCK_M=16, BLOCK_N=32, SWAP_AB=True, num_warps=8, num_stages=3)
+        return dict(BLOCK_M=16, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=2)
     if num_rows <= 32:
-        return dict(BLOCK_M=32, BLOCK_N=32, SWAP_AB=True, num_warps=8, num_stages=3)
-    return dict(BLOCK_M=64, BLOCK_N=32, SWAP_AB=False, num_warps=8, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=64, SWAP_AB=True, num_warps=4, num_stages=2)
+    return dict(BLOCK_M=64, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=2)
 
 
 def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
