@@ -18,12 +18,14 @@ from flash_mla.triton_kernel import mla_decode_triton
 
 def candidates(num_rows):
     """Launch configs worth timing for a row count."""
-    if num_rows <= 32 and os.environ.get("SWEEP_ROUND") == "2":
-        return ([dict(BLOCK_M=16, BLOCK_N=64, SWAP_AB=False, num_warps=w, num_stages=2) for w in (4, 8)]
-                + [dict(BLOCK_M=max(16, num_rows), BLOCK_N=128, SWAP_AB=sw, num_warps=w, num_stages=1)
-                   for sw, w in itertools.product((False, True), (4, 8))]
-                + [dict(BLOCK_M=max(16, num_rows), BLOCK_N=64, SWAP_AB=sw, num_warps=w, num_stages=3)
-                   for sw, w in itertools.product((False, True), (4, 8))])
+    if os.environ.get("SWEEP_ROUND") == "2":   # after page-aligned addressing removed most spills
+        plain = [dict(BLOCK_M=m, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=st)
+                 for m, st in itertools.product((16, 32), (2, 3)) if m <= max(16, num_rows)]
+        if num_rows <= 32:
+            plain.append(dict(BLOCK_M=max(16, num_rows), BLOCK_N=64, SWAP_AB=True, num_warps=4, num_stages=2))
+        else:
+            plain.append(dict(BLOCK_M=64, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=2))
+        return plain
     if num_rows <= 32:
         m = max(16, num_rows)
         swap = [dict(BLOCK_M=m, BLOCK_N=n, SWAP_AB=True, num_warps=w, num_stages=st)
@@ -50,8 +52,6 @@ def inputs(b, s_k, h_q, s_q, dtype=torch.bfloat16):
 def main():
     b = 128
     shapes = ((8192, 16, 1), (8192, 16, 2), (8192, 64, 1), (8192, 128, 2))
-    if os.environ.get("SWEEP_ROUND") == "2":
-        shapes = shapes[:2]
     for s_k, h_q, s_q in shapes:
         q, kc, bt, sl = inputs(b, s_k, h_q, s_q)
         meta, ns = get_mla_metadata(sl, s_q * h_q, 1)

@@ -39,6 +39,22 @@ def _bcast_rows(x, SWAP_AB: tl.constexpr):
 
 
 @triton.jit
+def _key_rows(kv_base, bt_row, n0, offs_n, key_ok, page_size, stride_kp, stride_ks, PAGE_ALIGNED: tl.constexpr):
+    """Pointers to the cache rows of keys ``offs_n`` (block starting at key ``n0``) of one sequence.
+
+    PAGE_ALIGNED (page_size % BLOCK_N == 0): the block lies inside one page, so one block-table entry and
+    a contiguous run of rows (cheap addressing). Otherwise one block-table lookup per key.
+    Block-table entries are read only for keys below the piece's end (``key_ok``).
+    """
+    if PAGE_ALIGNED:
+        page = tl.load(bt_row + n0 // page_size).to(tl.int64)
+        return kv_base + page * stride_kp + (n0 % page_size + offs_n - n0) * stride_ks
+    else:
+        page = tl.load(bt_row + offs_n // page_size, mask=key_ok, other=0).to(tl.int64)
+        return kv_base + page * stride_kp + (offs_n % page_size) * stride_ks
+
+
+@triton.jit
 def _mla_splitkv_kernel(
     Q, KV, BLOCK_TABLE, SEQLENS, META, NUM_SPLITS,
     OUT, LSE, O_ACC, LSE_ACC,
@@ -52,7 +68,7 @@ def _mla_splitkv_kernel(
     scale_log2, s_q, ngroups, num_rows, page_size,
     D_V: tl.constexpr, D_ROPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, SWAP_AB: tl.constexpr,
+    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, SWAP_AB: tl.constexpr, PAGE_ALIGNED: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -104,8 +120,8 @@ def _mla_splitkv_kernel(
             for n0 in range(start, end, BLOCK_N):
                 offs_n = n0 + offs_n0
                 key_ok = offs_n < end
-                page = tl.load(bt_row + offs_n // page_size, mask=key_ok, other=0)
-                k_rows = kv_base + page.to(tl.int64) * stride_kp + (offs_n % page_size) * stride_ks
+                k_rows = _key_rows(kv_base, bt_row, n0, offs_n, key_ok, page_size, stride_kp, stride_ks,
+                                   PAGE_ALIGNED)
                 k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
                 k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
                 if UPCAST:
@@ -131,8 +147,8 @@ def _mla_splitkv_kernel(
             for n0 in range(start, end, BLOCK_N):
                 offs_n = n0 + offs_n0
                 key_ok = offs_n < end
-                page = tl.load(bt_row + offs_n // page_size, mask=key_ok, other=0)
-                k_rows = kv_base + page.to(tl.int64) * stride_kp + (offs_n % page_size) * stride_ks
+                k_rows = _key_rows(kv_base, bt_row, n0, offs_n, key_ok, page_size, stride_kp, stride_ks,
+                                   PAGE_ALIGNED)
                 k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
                 k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
                 if UPCAST:
@@ -218,5 +234,6 @@ def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
             lse_accum.stride(0), lse_accum.stride(1),
             softmax_scale * LOG2E, s_q, ngroups, num_rows, k_cache.shape[1],
             D_V=d_v, D_ROPE=d - d_v,
-            CAUSAL=bool(causal and s_q > 1), UPCAST=interpreting(), **cfg,
+            CAUSAL=bool(causal and s_q > 1), UPCAST=interpreting(),
+            PAGE_ALIGNED=k_cache.shape[1] % cfg["BLOCK_N"] == 0, **cfg,
         )
