@@ -123,7 +123,7 @@ def _mla_metadata_kernel(
             tl.store(row + 3, now_block * BLOCK_N)
         else:
             tl.store(row + 2, now_idx - 1)
-            tl.store(row + 3, tl.load(SEQLENS + tl.maximum(now_idx - 1, 0)))
+            tl.store(row + 3, tl.load(SEQLENS + tl.maximum(now_idx - 1, 0), mask=now_idx > 0, other=0))
 
 
 def schedule_host(seqlens: list[int], num_sm_parts: int) -> tuple[list[list[int]], list[int]]:

@@ -1,0 +1,230 @@
+"""Properties of the tile scheduler (get_mla_metadata / schedule_host) on many random batches."""
+import math
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import flash_mla.scheduler as sched
+from conftest import needs_interpreter
+from flash_mla import get_mla_metadata
+from flash_mla.scheduler import BLOCK_N, FIXED_OVERHEAD, schedule_host
+
+SPECIAL = [0, 1, 63, 64, 65, 127, 128, 129]
+
+
+def random_seqlens(rng, batch):
+    kind = rng.random()
+    out = []
+    for _ in range(batch):
+        r = rng.random()
+        if r < 0.3:
+            out.append(rng.choice(SPECIAL))
+        elif r < 0.5:
+            out.append(rng.randint(4000, 70000))           # long ones
+        else:
+            out.append(rng.randint(0, 2000) if kind < 0.5 else rng.randint(0, 300))
+    return out
+
+
+def cases(n=60, seed=1234):
+    rng = random.Random(seed)
+    res = [([0], 1), ([1], 1), ([65], 8), ([0, 0, 0], 4), ([64] * 5, 3), ([100000], 132), ([1] * 200, 132),
+           ([0, 1, 63, 64, 65], 2), ([70000, 1, 1, 1], 7)]
+    for _ in range(n):
+        batch = rng.choice([1, 2, 3, 5, 17, 64, 128, 200, rng.randint(1, 200)])
+        parts = rng.choice([1, 2, 3, 7, 8, 32, 78, 132])
+        res.append((random_seqlens(rng, batch), parts))
+    return res
+
+
+CASES = cases()
+
+
+def pieces_of(meta, seqlens):
+    """[(part, seq, start_key, end_key, split_idx)] in part order, decoded as the attention kernel does."""
+    res = []
+    for p, row in enumerate(meta):
+        begin_idx, begin_seq, end_idx, end_seq, begin_split = row[:5]
+        for bi in range(begin_idx, end_idx + 1):
+            start = begin_seq if bi == begin_idx else 0
+            end = end_seq if bi == end_idx else seqlens[bi]
+            split = begin_split if bi == begin_idx else 0
+            res.append((p, bi, start, end, split))
+    return res
+
+
+def check_schedule(meta, num_splits, seqlens, parts):
+    b = len(seqlens)
+    assert len(meta) == parts and all(len(r) == 8 for r in meta)
+    assert len(num_splits) == b + 1
+    nblocks = [-(-L // BLOCK_N) for L in seqlens]
+    total = sum(n + FIXED_OVERHEAD for n in nblocks)
+    payload = -(-total // parts) + FIXED_OVERHEAD
+
+    # Row format.
+    seen_empty = False
+    for row in meta:
+        begin_idx, begin_seq, end_idx, end_seq, _, z5, z6, z7 = row
+        assert (z5, z6, z7) == (0, 0, 0)
+        if begin_idx > end_idx:          # empty part: only after all the work is laid out
+            assert begin_idx == b, row
+            seen_empty = True
+            continue
+        assert not seen_empty, "a non-empty part after an empty one"
+        assert 0 <= begin_idx <= end_idx < b, row
+        assert begin_seq % BLOCK_N == 0 and 0 <= begin_seq <= seqlens[begin_idx], row
+        assert end_seq == seqlens[end_idx] or (end_seq % BLOCK_N == 0 and 0 < end_seq < seqlens[end_idx]), row
+
+    pieces = pieces_of(meta, seqlens)
+    # Every (sequence, 64-key block) is covered exactly once; every sequence (even empty) is in some piece.
+    cover = [[0] * n for n in nblocks]
+    by_seq = [[] for _ in range(b)]
+    for p, bi, start, end, split in pieces:
+        assert start < end or seqlens[bi] == 0, f"empty piece {(p, bi, start, end)} of a non-empty sequence"
+        for blk in range(start // BLOCK_N, -(-end // BLOCK_N)):
+            cover[bi][blk] += 1
+        by_seq[bi].append((p, start, end, split))
+    for i in range(b):
+        assert cover[i] == [1] * nblocks[i], f"sequence {i}: block coverage {cover[i]}"
+        assert by_seq[i], f"sequence {i} is in no piece"
+        # pieces in part order are consecutive key ranges with split indices 0 .. n-1
+        starts = [s for _, s, _, _ in by_seq[i]]
+        ends = [e for _, _, e, _ in by_seq[i]]
+        assert starts[0] == 0 and ends[-1] == seqlens[i] and starts[1:] == ends[:-1]
+        assert [sp for *_, sp in by_seq[i]] == list(range(len(by_seq[i])))
+
+    # num_splits: cumulative piece counts.
+    assert num_splits[0] == 0
+    for i in range(b):
+        assert num_splits[i + 1] - num_splits[i] == len(by_seq[i]) >= 1
+    # Workspace: split slots fit in the [b + num_sm_parts] rows the interface allocates.
+    assert num_splits[b] <= b + parts - 1
+
+    # Load balance: the greedy never lets a part's cost exceed the payload (a cut piece takes exactly what is
+    # left of the payload, a whole sequence is taken only if it fits).
+    cost = [0] * parts
+    for p, bi, start, end, _ in pieces:
+        cost[p] += -(-end // BLOCK_N) - start // BLOCK_N + FIXED_OVERHEAD
+    assert max(cost) <= payload, (cost, payload)
+    assert sum(cost) == total + FIXED_OVERHEAD * (num_splits[b] - b)
+
+
+@pytest.mark.parametrize("seqlens,parts", CASES, ids=[f"b{len(s)}-P{p}-{k}" for k, (s, p) in enumerate(CASES)])
+def test_schedule_host_properties(seqlens, parts):
+    meta, num_splits = schedule_host(seqlens, parts)
+    check_schedule(meta, num_splits, seqlens, parts)
+
+
+def test_splits_do_happen():
+    """The property test is not vacuous: with few parts and long sequences, sequences get split."""
+    meta, ns = schedule_host([5000, 3000, 10], 4)
+    assert ns[-1] > 3
+    meta, ns = schedule_host([65] * 10, 1)
+    assert ns == list(range(11))
+
+
+def _as_lists(meta, ns):
+    return meta.tolist(), ns.tolist()
+
+
+@needs_interpreter
+def test_triton_metadata_kernel_equals_host():
+    """The single-program Triton scheduler (interpreter) is bit-identical to schedule_host."""
+    for seqlens, parts in CASES[::2]:
+        meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 16, 1, num_sm_parts=parts)
+        assert meta.dtype == torch.int32 and ns.dtype == torch.int32
+        assert meta.shape == (parts, 8) and ns.shape == (len(seqlens) + 1,)
+        assert _as_lists(meta, ns) == schedule_host(seqlens, parts), (seqlens, parts)
+
+
+@needs_interpreter
+def test_triton_metadata_kernel_batch_over_block():
+    """batch > BLOCK_B (256) exercises the kernel's multi-chunk total."""
+    rng = random.Random(5)
+    seqlens = [rng.randint(0, 3000) for _ in range(300)]
+    meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 16, 1, num_sm_parts=11)
+    assert _as_lists(meta, ns) == schedule_host(seqlens, 11)
+
+
+@needs_interpreter
+def test_triton_metadata_noncontiguous_seqlens():
+    full = torch.tensor([7, 100, 64, 3, 65, 0, 129, 1], dtype=torch.int32)
+    meta, ns = get_mla_metadata(full[::2], 16, 1, num_sm_parts=3)
+    assert _as_lists(meta, ns) == schedule_host(full[::2].tolist(), 3)
+
+
+def test_cpu_host_path_without_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    for seqlens, parts in CASES:
+        meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 16, 1, num_sm_parts=parts)
+        assert meta.dtype == torch.int32 and ns.dtype == torch.int32
+        assert meta.shape == (parts, 8) and ns.shape == (len(seqlens) + 1,)
+        assert meta.device.type == "cpu" and ns.device.type == "cpu"
+        assert _as_lists(meta, ns) == schedule_host(seqlens, parts)
+
+
+@pytest.mark.parametrize("sm", [None, 132, 78, 1])
+@pytest.mark.parametrize("heads_per_k,h_kv", [(1, 1), (16, 1), (64, 1), (65, 1), (128, 1), (256, 1), (16, 2),
+                                              (32, 4), (16, 200)])
+def test_default_num_sm_parts(monkeypatch, sm, heads_per_k, h_kv):
+    if sm is not None:
+        monkeypatch.setattr(sched, "CPU_SM_COUNT", sm)
+    sms = sched.CPU_SM_COUNT
+    expected = max(1, sms // h_kv // math.ceil(heads_per_k / 64))
+    seqlens = torch.tensor([100, 5, 0], dtype=torch.int32)
+    meta, ns = get_mla_metadata(seqlens, heads_per_k, h_kv)
+    assert meta.shape == (expected, 8) and ns.shape == (4,)
+    assert _as_lists(meta, ns) == schedule_host([100, 5, 0], expected)
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    (torch.tensor([1, 2], dtype=torch.int64), TypeError, "cache_seqlens"),
+    (torch.tensor([1.0, 2.0]), TypeError, "cache_seqlens"),
+    (torch.tensor([[1, 2]], dtype=torch.int32), ValueError, "cache_seqlens"),
+    (torch.tensor(3, dtype=torch.int32), ValueError, "cache_seqlens"),
+    ([1, 2], TypeError, "cache_seqlens"),
+])
+def test_bad_seqlens(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        get_mla_metadata(bad, 16, 1)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_heads_per_head_k=16.0, num_heads_k=1), "num_heads_per_head_k"),
+    (dict(num_heads_per_head_k=0, num_heads_k=1), "num_heads_per_head_k"),
+    (dict(num_heads_per_head_k="16", num_heads_k=1), "num_heads_per_head_k"),
+    (dict(num_heads_per_head_k=16, num_heads_k=1.0), "num_heads_k"),
+    (dict(num_heads_per_head_k=16, num_heads_k=-1), "num_heads_k"),
+    (dict(num_heads_per_head_k=16, num_heads_k=1, num_sm_parts=0), "num_sm_parts"),
+    (dict(num_heads_per_head_k=16, num_heads_k=1, num_sm_parts=2.0), "num_sm_parts"),
+])
+def test_bad_int_args(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        get_mla_metadata(torch.tensor([5, 6], dtype=torch.int32), **kwargs)
+
+
+# An empty batch (cache_seqlens of shape [0]) must not read SEQLENS[0] (once a crash under the interpreter,
+# an out-of-bounds read on a GPU). Run in a subprocess so a crash fails this test, not the session.
+@needs_interpreter
+def test_empty_batch_metadata_does_not_crash():
+    code = (
+        "import torch\n"
+        "from flash_mla import get_mla_metadata\n"
+        "from flash_mla.scheduler import schedule_host\n"
+        "try:\n"
+        "    m, n = get_mla_metadata(torch.zeros(0, dtype=torch.int32), 16, 1, num_sm_parts=4)\n"
+        "except ValueError as e:\n"
+        "    print('rejected:', e)\n"
+        "else:\n"
+        "    assert (m.tolist(), n.tolist()) == schedule_host([], 4), (m.tolist(), n.tolist())\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (f"get_mla_metadata on an empty batch crashed or mismatched (exit code {r.returncode}; "
+                               f"-11 = segfault from the out-of-bounds SEQLENS load)\n{r.stdout}\n{r.stderr[-2000:]}")
