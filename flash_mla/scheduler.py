@@ -189,10 +189,11 @@ def get_mla_metadata(
     if not isinstance(num_sm_parts, int) or num_sm_parts < 1:
         raise ValueError(f"num_sm_parts must be a positive int, got {num_sm_parts!r}")
     batch = cache_seqlens.shape[0]
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    if batch == 0 or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1"):
+        # Host path: CPU tensors, or an empty batch (no seqlens to read, nothing to synchronise on).
         meta, splits = schedule_host(cache_seqlens.tolist(), num_sm_parts)
-        return (torch.tensor(meta, dtype=torch.int32).reshape(num_sm_parts, 8),
-                torch.tensor(splits, dtype=torch.int32))
+        return (torch.tensor(meta, dtype=torch.int32, device=device).reshape(num_sm_parts, 8),
+                torch.tensor(splits, dtype=torch.int32, device=device))
     meta = torch.empty(num_sm_parts, 8, dtype=torch.int32, device=device)
     num_splits = torch.empty(batch + 1, dtype=torch.int32, device=device)
     seqlens = cache_seqlens.contiguous()
