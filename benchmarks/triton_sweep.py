@@ -5,7 +5,6 @@ Used to choose ``triton_kernel.pick_config``; results are logged in docs/perf-no
 """
 import itertools
 import math
-import os
 import random
 import sys
 
@@ -17,25 +16,10 @@ from flash_mla.combine import combine_splits
 from flash_mla.triton_kernel import mla_decode_triton
 
 def candidates(num_rows):
-    """Launch configs worth timing for a row count."""
-    if os.environ.get("SWEEP_ROUND") == "2":   # after page-aligned addressing removed most spills
-        plain = [dict(BLOCK_M=m, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=st)
-                 for m, st in itertools.product((16, 32), (2, 3)) if m <= max(16, num_rows)]
-        if num_rows <= 32:
-            plain.append(dict(BLOCK_M=max(16, num_rows), BLOCK_N=64, SWAP_AB=True, num_warps=4, num_stages=2))
-        else:
-            plain.append(dict(BLOCK_M=64, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=2))
-        return plain
-    if num_rows <= 32:
-        m = max(16, num_rows)
-        swap = [dict(BLOCK_M=m, BLOCK_N=n, SWAP_AB=True, num_warps=w, num_stages=st)
-                for n, w, st in itertools.product((32, 64), (4, 8), (2, 3))]
-        plain = [dict(BLOCK_M=m, BLOCK_N=n, SWAP_AB=False, num_warps=w, num_stages=2)
-                 for n, w in itertools.product((32, 64), (4, 8))]
-        return swap + plain
-    return ([dict(BLOCK_M=64, BLOCK_N=n, SWAP_AB=False, num_warps=w, num_stages=st)
-             for n, w, st in itertools.product((16, 32, 64), (4, 8), (1, 2))]
-            + [dict(BLOCK_M=32, BLOCK_N=32, SWAP_AB=False, num_warps=4, num_stages=2)])
+    """Launch configs worth timing for a row count (history of the choices: docs/perf-notes.md)."""
+    return [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=st)
+            for m, n, w, st in itertools.product((16, 32, 64), (32, 64), (4, 8), (2, 3))
+            if m <= max(16, num_rows)]
 
 
 def inputs(b, s_k, h_q, s_q, dtype=torch.bfloat16):

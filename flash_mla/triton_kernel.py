@@ -30,15 +30,6 @@ def interpreting() -> bool:
 
 
 @triton.jit
-def _bcast_rows(x, SWAP_AB: tl.constexpr):
-    """A per-row vector as a column (rows on dim 0) or, when SWAP_AB, as a row (rows on dim 1)."""
-    if SWAP_AB:
-        return x[None, :]
-    else:
-        return x[:, None]
-
-
-@triton.jit
 def _key_rows(kv_base, bt_row, n0, offs_n, key_ok, page_size, stride_kp, stride_ks, PAGE_ALIGNED: tl.constexpr):
     """Pointers to the cache rows of keys ``offs_n`` (block starting at key ``n0``) of one sequence.
 
@@ -68,7 +59,7 @@ def _mla_splitkv_kernel(
     scale_log2, s_q, ngroups, num_rows, page_size,
     D_V: tl.constexpr, D_ROPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, SWAP_AB: tl.constexpr, PAGE_ALIGNED: tl.constexpr,
+    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PAGE_ALIGNED: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -109,100 +100,59 @@ def _mla_splitkv_kernel(
             row_end = tl.zeros([BLOCK_M], tl.int32) + end
 
         bt_row = BLOCK_TABLE + b64 * stride_btb
-        if SWAP_AB:
-            # Few query rows: keys are the M side of the matmuls (Sᵀ = K·Qᵀ, Oᵀ += Vᵀ·Pᵀ) so that the
-            # tensor-core tile is filled by keys and the output dims, not by padded query rows.
-            q_nope_t = tl.trans(q_nope)
-            q_rope_t = tl.trans(q_rope)
-            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-            l_i = tl.zeros([BLOCK_M], tl.float32)
-            acc_t = tl.zeros([D_V, BLOCK_M], tl.float32)
-            for n0 in range(start, end, BLOCK_N):
-                offs_n = n0 + offs_n0
-                key_ok = offs_n < end
-                k_rows = _key_rows(kv_base, bt_row, n0, offs_n, key_ok, page_size, stride_kp, stride_ks,
-                                   PAGE_ALIGNED)
-                k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
-                k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
-                if UPCAST:
-                    k_nope = k_nope.to(tl.float32)
-                    k_rope = k_rope.to(tl.float32)
-                s_t = tl.dot(k_nope, q_nope_t)
-                s_t = tl.dot(k_rope, q_rope_t, s_t)
-                s_t = s_t * scale_log2
-                s_t = tl.where(offs_n[:, None] < row_end[None, :], s_t, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s_t, 0))
-                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = tl.exp2(m_i - m_use)
-                p_t = tl.exp2(s_t - m_use[None, :])
-                l_i = l_i * alpha + tl.sum(p_t, 0)
-                acc_t = acc_t * alpha[None, :]
-                acc_t = tl.dot(tl.trans(k_nope), p_t.to(k_nope.dtype), acc_t)
-                m_i = m_new
-            acc = acc_t
-        else:
-            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-            l_i = tl.zeros([BLOCK_M], tl.float32)
-            acc = tl.zeros([BLOCK_M, D_V], tl.float32)
-            for n0 in range(start, end, BLOCK_N):
-                offs_n = n0 + offs_n0
-                key_ok = offs_n < end
-                k_rows = _key_rows(kv_base, bt_row, n0, offs_n, key_ok, page_size, stride_kp, stride_ks,
-                                   PAGE_ALIGNED)
-                k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
-                k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
-                if UPCAST:
-                    k_nope = k_nope.to(tl.float32)
-                    k_rope = k_rope.to(tl.float32)
-                s = tl.dot(q_nope, tl.trans(k_nope))
-                s = tl.dot(q_rope, tl.trans(k_rope), s)
-                s = s * scale_log2
-                s = tl.where(offs_n[None, :] < row_end[:, None], s, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s, 1))
-                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet
-                alpha = tl.exp2(m_i - m_use)
-                p = tl.exp2(s - m_use[:, None])
-                l_i = l_i * alpha + tl.sum(p, 1)
-                acc = acc * alpha[:, None]
-                acc = tl.dot(p.to(k_nope.dtype), k_nope, acc)
-                m_i = m_new
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D_V], tl.float32)
+        for n0 in range(start, end, BLOCK_N):
+            offs_n = n0 + offs_n0
+            key_ok = offs_n < end
+            k_rows = _key_rows(kv_base, bt_row, n0, offs_n, key_ok, page_size, stride_kp, stride_ks,
+                               PAGE_ALIGNED)
+            k_nope = tl.load(k_rows[:, None] + offs_v[None, :], mask=key_ok[:, None], other=0.0)
+            k_rope = tl.load(k_rows[:, None] + offs_r[None, :], mask=key_ok[:, None], other=0.0)
+            if UPCAST:
+                k_nope = k_nope.to(tl.float32)
+                k_rope = k_rope.to(tl.float32)
+            s = tl.dot(q_nope, tl.trans(k_nope))
+            s = tl.dot(q_rope, tl.trans(k_rope), s)
+            s = s * scale_log2
+            s = tl.where(offs_n[None, :] < row_end[:, None], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet
+            alpha = tl.exp2(m_i - m_use)
+            p = tl.exp2(s - m_use[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            acc = tl.dot(p.to(k_nope.dtype), k_nope, acc)
+            m_i = m_new
 
         seen = l_i > 0.0
         l_safe = tl.where(seen, l_i, 1.0)
         lse_val = (m_i + tl.log2(l_safe)) / 1.4426950408889634
-        # Element offsets of the output tile in the orientation of ``acc``.
-        if SWAP_AB:
-            o = acc / l_safe[None, :]
-            col = offs_v[:, None]
-            tile_ok = row_ok[None, :]
-        else:
-            o = acc / l_safe[:, None]
-            col = offs_v[None, :]
-            tile_ok = row_ok[:, None]
+        o = acc / l_safe[:, None]
         whole = (start == 0) & (end == seqlen)
         if whole:
             lse_val = tl.where(seen, lse_val, float("inf"))
             o_rows = b64 * stride_ob + tok * stride_os + head * stride_oh
-            tl.store(OUT + _bcast_rows(o_rows, SWAP_AB) + col, o.to(OUT.dtype.element_ty), mask=tile_ok)
+            tl.store(OUT + o_rows[:, None] + offs_v[None, :], o.to(OUT.dtype.element_ty), mask=row_ok[:, None])
             tl.store(LSE + b64 * stride_lb + head * stride_lh + tok, lse_val, mask=row_ok)
         else:
             lse_val = tl.where(seen, lse_val, float("-inf"))
             slot = (tl.load(NUM_SPLITS + bi) + split_idx).to(tl.int64)
             a_rows = slot * stride_ab + kv_head * stride_ah + rows * stride_ar
-            tl.store(O_ACC + _bcast_rows(a_rows, SWAP_AB) + col, o, mask=tile_ok)
+            tl.store(O_ACC + a_rows[:, None] + offs_v[None, :], o, mask=row_ok[:, None])
             tl.store(LSE_ACC + slot * stride_sb + kv_head * stride_sh + rows, lse_val, mask=row_ok)
 
 
 def pick_config(num_rows: int, device: torch.device) -> dict:
     """Block shape and launch parameters for a row count (see docs/perf-notes.md for how they were chosen)."""
     if interpreting() or device.type != "cuda":
-        return dict(BLOCK_M=16 if num_rows <= 16 else 64, BLOCK_N=16, SWAP_AB=num_rows <= 16,
-                    num_warps=4, num_stages=1)
+        return dict(BLOCK_M=16 if num_rows <= 16 else 64, BLOCK_N=16, num_warps=4, num_stages=1)
     if num_rows <= 16:
-        return dict(BLOCK_M=16, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=2)
+        return dict(BLOCK_M=16, BLOCK_N=64, num_warps=8, num_stages=2)
     if num_rows <= 32:
-        return dict(BLOCK_M=32, BLOCK_N=64, SWAP_AB=True, num_warps=4, num_stages=2)
-    return dict(BLOCK_M=64, BLOCK_N=64, SWAP_AB=False, num_warps=8, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=64, num_warps=8, num_stages=2)
+    return dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)
 
 
 def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
