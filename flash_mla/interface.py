@@ -6,6 +6,14 @@ Backends:
     ``"reference"`` plain PyTorch (``reference.py``); synchronises with the device.
 ``"auto"`` (the default) picks hopper where it applies, else triton on CUDA; on CPU, triton when
 interpreting, else reference. ``backend=`` or the ``FLASH_MLA_BACKEND`` environment variable forces one.
+
+The op is registered with ``torch.library`` as ``flash_mla::mla_decode`` (with a fake implementation), so a
+model calling ``flash_mla_with_kvcache`` compiles under ``torch.compile(fullgraph=True)``; the Python wrapper
+only validates shapes/dtypes (no device synchronisation) before calling it.
+
+Checking mode (``check=True`` or ``FLASH_MLA_CHECK=1``; off by default because it synchronises): before the
+launch, verifies that every block-table entry a sequence needs names a cache page, that ``cache_seqlens`` fit
+the block table, and that the scheduler metadata was computed from these ``cache_seqlens``.
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ import torch
 
 from .combine import combine_splits
 from .reference import mla_decode_reference
-from .scheduler import get_mla_metadata  # noqa: F401  (re-exported)
+from .scheduler import get_mla_metadata, schedule_host  # get_mla_metadata is re-exported
 from .triton_kernel import interpreting, mla_decode_triton
 
 SUPPORTED_D = 576
@@ -107,6 +115,65 @@ def _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler
                          f"got shape {tuple(num_splits.shape)}")
 
 
+def _check_contents(k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, num_rows):
+    """Checking mode: raise ValueError on contents that would make the kernels read outside the cache."""
+    num_blocks, page_size = k_cache.shape[0], k_cache.shape[1]
+    seqlens = cache_seqlens.long()
+    if (seqlens < 0).any():
+        i = int(torch.nonzero(seqlens < 0)[0, 0])
+        raise ValueError(f"cache_seqlens[{i}] = {int(seqlens[i])} is negative")
+    capacity = block_table.shape[1] * page_size
+    if (seqlens > capacity).any():
+        i = int(torch.nonzero(seqlens > capacity)[0, 0])
+        raise ValueError(f"cache_seqlens[{i}] = {int(seqlens[i])} exceeds the block table's capacity "
+                         f"({block_table.shape[1]} pages x {page_size})")
+    pages_needed = (seqlens + page_size - 1) // page_size
+    needed = torch.arange(block_table.shape[1], device=block_table.device)[None, :] < pages_needed[:, None]
+    bad = needed & ((block_table < 0) | (block_table >= num_blocks))
+    if bad.any():
+        i, j = (int(x) for x in torch.nonzero(bad)[0])
+        raise ValueError(f"block_table[{i}, {j}] = {int(block_table[i, j])} is not a page of k_cache "
+                         f"(num_blocks = {num_blocks}) but sequence {i} needs it")
+    meta, splits = schedule_host(cache_seqlens.tolist(), tile_scheduler_metadata.shape[0])
+    if meta != tile_scheduler_metadata.tolist() or splits != num_splits.tolist():
+        raise ValueError("tile_scheduler_metadata/num_splits do not match cache_seqlens: call get_mla_metadata "
+                         f"(cache_seqlens, {num_rows}, h_kv) again after changing cache_seqlens")
+
+
+@torch.library.custom_op("flash_mla::mla_decode", mutates_args=())
+def _mla_decode_op(
+    q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
+    head_dim_v: int, tile_scheduler_metadata: torch.Tensor, num_splits: torch.Tensor,
+    softmax_scale: float, causal: bool, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The op behind ``flash_mla_with_kvcache`` (arguments already validated, backend resolved)."""
+    if backend == "reference":
+        return mla_decode_reference(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
+    b, s_q, h_q, _ = q.shape
+    h_kv = k_cache.shape[2]
+    num_rows = s_q * h_q // h_kv
+    num_parts = tile_scheduler_metadata.shape[0]
+    out = torch.empty(b, s_q, h_q, head_dim_v, dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
+    o_accum = torch.empty(b + num_parts, h_kv, num_rows, head_dim_v, dtype=torch.float32, device=q.device)
+    lse_accum = torch.empty(b + num_parts, h_kv, num_rows, dtype=torch.float32, device=q.device)
+    args = (q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, softmax_scale, causal,
+            out, lse)
+    if backend == "hopper":   # h_kv == 1: the kernel takes the workspace without its head dim
+        _hopper().mla_decode_hopper(*args, o_accum[:, 0], lse_accum[:, 0])
+    else:
+        mla_decode_triton(*args, o_accum, lse_accum)
+    combine_splits(num_splits, o_accum, lse_accum, out, lse)
+    return out, lse
+
+
+@_mla_decode_op.register_fake
+def _mla_decode_fake(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
+                     softmax_scale, causal, backend):
+    b, s_q, h_q, _ = q.shape
+    return q.new_empty(b, s_q, h_q, head_dim_v), q.new_empty(b, h_q, s_q, dtype=torch.float32)
+
+
 def flash_mla_with_kvcache(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -118,6 +185,7 @@ def flash_mla_with_kvcache(
     softmax_scale: float | None = None,
     causal: bool = False,
     backend: str | None = None,
+    check: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MLA decoding attention over a paged KV cache.
 
@@ -132,6 +200,8 @@ def flash_mla_with_kvcache(
         softmax_scale: default ``head_dim ** -0.5``.
         causal: query token ``t`` of a length-``L`` sequence sees keys ``0 .. L - seq_len_q + t``.
         backend: ``"auto"``/None, ``"hopper"``, ``"triton"`` or ``"reference"`` (see the module docstring).
+        check: validate block_table/cache_seqlens/metadata contents first (synchronises); default
+            ``FLASH_MLA_CHECK=1`` in the environment, else off.
 
     Returns:
         out: ``[batch_size, seq_len_q, num_heads_q, head_dim_v]`` in q's dtype.
@@ -144,21 +214,10 @@ def flash_mla_with_kvcache(
     softmax_scale = float(softmax_scale)
     causal = bool(causal)
     chosen = resolve_backend(q, k_cache, head_dim_v, backend)
-    if chosen == "reference":
-        return mla_decode_reference(q, k_cache, block_table, cache_seqlens, head_dim_v, softmax_scale, causal)
-
-    h_kv = k_cache.shape[2]
-    num_rows = s_q * h_q // h_kv
-    num_parts = tile_scheduler_metadata.shape[0]
-    out = torch.empty(b, s_q, h_q, head_dim_v, dtype=q.dtype, device=q.device)
-    lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
-    o_accum = torch.empty(b + num_parts, h_kv, num_rows, head_dim_v, dtype=torch.float32, device=q.device)
-    lse_accum = torch.empty(b + num_parts, h_kv, num_rows, dtype=torch.float32, device=q.device)
-    args = (q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, softmax_scale, causal,
-            out, lse)
-    if chosen == "hopper":   # h_kv == 1: the kernel takes the workspace without its head dim
-        _hopper().mla_decode_hopper(*args, o_accum[:, 0], lse_accum[:, 0])
-    else:
-        mla_decode_triton(*args, o_accum, lse_accum)
-    combine_splits(num_splits, o_accum, lse_accum, out, lse)
-    return out, lse
+    if check is None:
+        check = os.environ.get("FLASH_MLA_CHECK", "0") == "1"
+    if check:
+        _check_contents(k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
+                        s_q * h_q // k_cache.shape[2])
+    return _mla_decode_op(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                          num_splits, softmax_scale, causal, chosen)

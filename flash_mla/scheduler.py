@@ -188,6 +188,12 @@ def get_mla_metadata(
         num_sm_parts = num_sm_parts_for(device, num_heads_per_head_k, num_heads_k)
     if not isinstance(num_sm_parts, int) or num_sm_parts < 1:
         raise ValueError(f"num_sm_parts must be a positive int, got {num_sm_parts!r}")
+    return _mla_metadata_op(cache_seqlens, num_sm_parts)
+
+
+@torch.library.custom_op("flash_mla::get_mla_metadata", mutates_args=())
+def _mla_metadata_op(cache_seqlens: torch.Tensor, num_sm_parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    device = cache_seqlens.device
     batch = cache_seqlens.shape[0]
     if batch == 0 or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1"):
         # Host path: CPU tensors, or an empty batch (no seqlens to read, nothing to synchronise on).
@@ -196,8 +202,13 @@ def get_mla_metadata(
                 torch.tensor(splits, dtype=torch.int32, device=device))
     meta = torch.empty(num_sm_parts, 8, dtype=torch.int32, device=device)
     num_splits = torch.empty(batch + 1, dtype=torch.int32, device=device)
-    seqlens = cache_seqlens.contiguous()
     with device_guard(device):
-        _mla_metadata_kernel[(1,)](seqlens, meta, num_splits, batch, num_sm_parts,
+        _mla_metadata_kernel[(1,)](cache_seqlens.contiguous(), meta, num_splits, batch, num_sm_parts,
                                    BLOCK_N=BLOCK_N, FIXED=FIXED_OVERHEAD, BLOCK_B=256, num_warps=1)
     return meta, num_splits
+
+
+@_mla_metadata_op.register_fake
+def _mla_metadata_fake(cache_seqlens, num_sm_parts):
+    return (cache_seqlens.new_empty(num_sm_parts, 8, dtype=torch.int32),
+            cache_seqlens.new_empty(cache_seqlens.shape[0] + 1, dtype=torch.int32))
