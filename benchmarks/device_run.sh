@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|sweep|bench|all]...   (default: tests bench)
+#   bash benchmarks/device_run.sh [tests|sweep|latency|bench]...   (default: tests bench)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
@@ -11,7 +11,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 for step in $steps; do
   case $step in
-    tests) python3 -m pytest -q -x tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -n 25 ;;
+    tests) python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py -p no:cacheprovider 2>&1 \
+             | tee "$OUT/tests.log" | tail -n 25 ;;
+    latency) python3 benchmarks/compile_latency.py 2>&1 | tee "$OUT/latency.log" ;;
     sweep) python3 benchmarks/triton_sweep.py 2>&1 | tee "$OUT/sweep.log" | grep BEST ;;
     bench) for be in ${BENCH_BACKENDS:-auto}; do
              python3 -m flash_mla.bench --backend "$be" --baseline benchmarks/anchors/flashmla_h100.json \
