@@ -1,0 +1,95 @@
+"""Compile the Hopper kernel for sm_90a without a GPU and report its resources (used by tests and by hand).
+
+    python3 -m flash_mla.hopper.compile_check
+"""
+from __future__ import annotations
+
+import re
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon._runtime import GluonASTSource
+
+from . import kernel as K
+
+SMEM_LIMIT = 232448  # 227 KB opt-in shared memory per block on H100
+
+
+def _sig(dtype_str: str, layout) -> dict:
+    ptr = f"*{dtype_str}"
+    desc = f"tensordesc<{dtype_str}[{K.PAGE}, {K.CHUNK}],{layout!r}>"
+    nv = K.HEAD_DIM_V // K.CHUNK
+    layout3 = gl.NVMMASharedLayout.get_default_for([nv, K.PAGE, K.CHUNK], _GL[dtype_str])
+    vdesc = f"tensordesc<{dtype_str}[{nv}, {K.PAGE}, {K.CHUNK}],{layout3!r}>"
+    return {
+        "q_ptr": ptr, "stride_qb": "i64", "stride_qs": "i64", "stride_qh": "i64",
+        "k_desc": desc, "v_desc": vdesc,
+        "bt_ptr": "*i32", "stride_bt": "i64",
+        "seqlens_ptr": "*i32", "meta_ptr": "*i32", "num_splits_ptr": "*i32",
+        "out_ptr": ptr, "lse_ptr": "*fp32",
+        "oacc_ptr": "*fp32", "stride_oacc_b": "i64", "stride_oacc_r": "i64",
+        "lacc_ptr": "*fp32", "stride_lacc_b": "i64",
+        "sm_scale_log2": "fp32",
+        "R": "i32", "H_Q": "i32", "S_Q": "i32",
+        "CAUSAL": "constexpr", "P_SMEM": "constexpr", "OVERLAP": "constexpr", "TMA3D": "constexpr", "BLOCK_M": "constexpr", "PAGE": "constexpr",
+        "D": "constexpr", "DV": "constexpr", "CHUNK": "constexpr", "num_warps": "constexpr",
+    }
+
+
+_GL = {"bf16": gl.bfloat16, "fp16": gl.float16}
+
+
+def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = True, overlap: bool = True,
+                 tma3d: bool = False):
+    gl_dtype = _GL[dtype_str]
+    layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
+    consts = {"CAUSAL": causal, "P_SMEM": p_smem, "OVERLAP": overlap, "TMA3D": tma3d, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE,
+              "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, "num_warps": K.NUM_WARPS}
+    src = GluonASTSource(K.mla_decode_kernel, _sig(dtype_str, layout), consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": K.NUM_WARPS})
+
+
+def ptxas_stats(ptx: str) -> tuple[int, int, int]:
+    """(registers, spill-store bytes, spill-load bytes) from ``ptxas -v`` (bundled with Triton) on the PTX."""
+    import os
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        res = subprocess.run([get_ptxas(90).path, "-arch=sm_90a", "-v", src, "-o", os.path.join(d, "k.cubin")],
+                             capture_output=True, text=True, check=True)
+    log = res.stderr + res.stdout
+    regs = int(re.search(r"Used (\d+) registers", log).group(1))
+    st = int(re.search(r"(\d+) bytes spill stores", log).group(1))
+    ld = int(re.search(r"(\d+) bytes spill loads", log).group(1))
+    return regs, st, ld
+
+
+def stats(compiled) -> dict:
+    ptx = compiled.asm["ptx"]
+    md = compiled.metadata
+    regs, spill_st, spill_ld = ptxas_stats(ptx)
+    return {
+        "n_regs": regs,
+        "n_spills": spill_st + spill_ld,
+        "shared": md.shared,
+        "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
+        "tma": len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
+    }
+
+
+if __name__ == "__main__":
+    import time
+    for p_smem, overlap, tma3d in ((True, False, False), (True, True, False), (True, False, True),
+                                   (True, True, True), (False, False, False)):
+        for dt in ("bf16", "fp16"):
+            for causal in (False, True):
+                t = time.time()
+                c = compile_sm90(dt, causal, p_smem, overlap, tma3d)
+                print(f"p_smem={p_smem} overlap={overlap} tma3d={tma3d}", dt, f"causal={causal}", stats(c),
+                      f"{time.time() - t:.1f}s")

@@ -1,0 +1,267 @@
+"""Gluon (Hopper, sm_90a) MLA decoding kernel: split-KV flash attention over a paged latent cache.
+
+One CTA = (64-row block of packed query rows, scheduler part); 8 warps = 2 warpgroups.
+
+* Q tile ``64 x 576`` stays in shared memory for a whole (part, batch) chunk (plain loads, 9 chunks of 64 cols).
+* KV pages (``64 x 576``: V = first 512 columns) stream through a 2-page ring by TMA (one mbarrier per stage
+  carrying the byte count); the latent part is one 3-D box (TMA3D) or 8 boxes of 64 x 64, the rope part one box.
+* ``S = Q K^T`` by ``warpgroup_mma`` (the 64 x 64 S is split by columns over the two warpgroups),
+  online softmax in base 2, ``O += P V`` with P from shared memory (P_SMEM, aliased on the rope slot) or
+  registers and V from shared memory; the ``64 x 512`` fp32 accumulator is split by columns (each warpgroup
+  holds 64 x 256). With OVERLAP, ``P V`` of page n and ``Q K^T`` of page n + 1 are issued back to back.
+* Keys past the chunk end (and causal) are masked in S; rows of the last page past the sequence end are
+  zeroed in shared memory before P V so that NaN garbage can never reach the output.
+* Output: whole-sequence chunks write ``out`` (q dtype) and ``lse`` (natural log) directly; split chunks write
+  fp32 partials into ``o_accum``/``lse_accum`` at slot ``num_splits[b] + n_split_idx``.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+BLOCK_M = 64
+PAGE = 64
+HEAD_DIM = 576
+HEAD_DIM_V = 512
+CHUNK = 64          # columns per TMA box / per Q staging load
+NUM_WARPS = 8
+LN2 = 0.6931471805599453
+LOG2E = 1.4426950408889634
+
+
+@gluon.jit
+def _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row_ptr, n, n_end, stage,
+                NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, TMA3D: gl.constexpr):
+    """TMA page ``n`` of the sequence (nothing when ``n >= n_end``) into ring ``stage``: the 512 latent columns
+    into ``kv_smem[stage]`` (8 boxes of 64 x 64, or with TMA3D one 8 x 64 x 64 box of the chunk-major view)
+    and the 64 rope columns into ``kr_smem[stage]``."""
+    ok = n < n_end
+    page = gl.load(bt_row_ptr + n, mask=ok, other=0)   # entries past the last page are never read
+    row = page * PAGE
+    bar = bars.index(stage)
+    kv = kv_smem.index(stage)
+    mbarrier.expect(bar, NCHUNK * PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8, pred=ok)
+    if TMA3D:
+        dst = kv._reinterpret(v_desc.dtype, v_desc.block_type.shape, v_desc.layout)
+        tma.async_copy_global_to_shared(v_desc, [0, row, 0], bar, dst, pred=ok)
+    else:
+        for c in gl.static_range(NCHUNK - 1):
+            tma.async_copy_global_to_shared(k_desc, [row, c * CHUNK], bar, kv.slice(c * CHUNK, CHUNK, dim=1),
+                                            pred=ok)
+    tma.async_copy_global_to_shared(k_desc, [row, (NCHUNK - 1) * CHUNK], bar, kr_smem.index(stage), pred=ok)
+
+
+@gluon.jit
+def _wait_page(kv_smem, bars, stage, phase, valid,
+               PAGE: gl.constexpr, NCHUNK_V: gl.constexpr, CHUNK: gl.constexpr, ld_layout: gl.constexpr):
+    """Wait for a page; if only its first ``valid`` rows are keys, zero the V rows after them (they may hold
+    NaN, and 0 * NaN would poison P V) and make the zeros visible to the tensor cores."""
+    mbarrier.wait(bars.index(stage), phase)
+    if valid < PAGE:
+        kv = kv_smem.index(stage)
+        keep = (gl.arange(0, PAGE, layout=gl.SliceLayout(1, ld_layout)) < valid)[:, None]
+        for c in gl.static_range(NCHUNK_V):
+            view = kv.slice(c * CHUNK, CHUNK, dim=1)
+            x = view.load(ld_layout)
+            view.store(gl.where(keep, x, gl.zeros_like(x)))
+        fence_async_shared()
+        gl.thread_barrier()
+
+
+@gluon.jit
+def mla_decode_kernel(
+    q_ptr, stride_qb, stride_qs, stride_qh,
+    k_desc, v_desc,
+    bt_ptr, stride_bt,
+    seqlens_ptr, meta_ptr, num_splits_ptr,
+    out_ptr, lse_ptr,
+    oacc_ptr, stride_oacc_b, stride_oacc_r,
+    lacc_ptr, stride_lacc_b,
+    sm_scale_log2,
+    R, H_Q, S_Q,
+    CAUSAL: gl.constexpr, P_SMEM: gl.constexpr, OVERLAP: gl.constexpr, TMA3D: gl.constexpr,
+    BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    gl.static_assert(num_warps == 8, "two warpgroups")
+    NCHUNK: gl.constexpr = D // CHUNK
+    NCHUNK_V: gl.constexpr = DV // CHUNK
+    NUM_STAGES: gl.constexpr = 2
+    dtype: gl.constexpr = k_desc.dtype
+
+    pid_m = gl.program_id(0)
+    part = gl.program_id(2)
+    m0 = pid_m * BLOCK_M
+
+    # ---- layouts -------------------------------------------------------------------------------------------
+    # S (64 x 64): each warpgroup computes 32 key columns; O (64 x 512): each warpgroup holds 256 columns.
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
+                                                       instr_shape=[16, PAGE // 2, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
+                                                       instr_shape=[16, DV // 2, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [8, 1], [1, 0])   # 64 x 64 tiles, 16 B / thread
+    s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
+    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
+    o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
+    ld_row: gl.constexpr = gl.SliceLayout(1, ld_layout)
+    ld_col: gl.constexpr = gl.SliceLayout(0, ld_layout)
+
+    # ---- shared memory: Q 72 KB + 2 x 72 KB KV ring (+ P, aliased onto the rope slot) -----------------------
+    smem_layout: gl.constexpr = k_desc.layout
+    p_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_M, PAGE], dtype)
+    # 576 is not a power of two: the 512 latent columns and the 64 rope columns live in separate buffers.
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
+    qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
+    kv_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, PAGE, DV], smem_layout)
+    kr_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, PAGE, D - DV], smem_layout)
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(bars.index(i), count=1)
+
+    # ---- this part's work ----------------------------------------------------------------------------------
+    begin_idx = gl.load(meta_ptr + part * 8 + 0)
+    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
+    end_idx = gl.load(meta_ptr + part * 8 + 2)
+    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
+    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+
+    rows_ld = m0 + gl.arange(0, BLOCK_M, layout=ld_row)
+    cols_ld = gl.arange(0, CHUNK, layout=ld_col)
+    rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
+    cols_s = gl.arange(0, PAGE, layout=s_col)
+    tok_s = rows_s // H_Q
+    ld_row_ok = rows_ld < R
+    q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
+
+    it = 0  # pages consumed so far by this CTA: ring stage = it % 2, mbarrier phase = (it // 2) & 1
+    for bi in range(begin_idx, end_idx + 1):
+        L = gl.load(seqlens_ptr + bi)
+        start = gl.where(bi == begin_idx, begin_seqlen, 0)
+        end = gl.where(bi == end_idx, end_seqlen, L)
+        no_split = (start == 0) & (end == L)
+        if (end > start) | (L == 0):
+            n_begin = start // PAGE
+            n_end = (end + PAGE - 1) // PAGE
+            bt_row = bt_ptr + bi.to(gl.int64) * stride_bt
+            # Everyone is done with the previous chunk's Q and pages before we overwrite them.
+            gl.thread_barrier()
+            _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row, n_begin, n_end, it % 2,
+                        NCHUNK, PAGE, CHUNK, TMA3D)
+            _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row, n_begin + 1, n_end, (it + 1) % 2,
+                        NCHUNK, PAGE, CHUNK, TMA3D)
+            # Q tile -> shared memory (rows past R read as 0 and are never stored)
+            q_base = q_ptr + bi.to(gl.int64) * stride_qb
+            for c in gl.static_range(NCHUNK):
+                qp = q_base + q_row_off[:, None] + (c * CHUNK + cols_ld)[None, :]
+                qt = gl.load(qp, mask=ld_row_ok[:, None], other=0.0)
+                if c < NCHUNK_V:
+                    q_smem.slice(c * CHUNK, CHUNK, dim=1).store(qt)
+                else:
+                    qr_smem.store(qt)
+            fence_async_shared()
+            gl.thread_barrier()
+
+            # keys visible to a row: j < lim (causal: j <= L - s_q + token)
+            if CAUSAL:
+                lim = gl.minimum(end, L - S_Q + tok_s + 1)
+            else:
+                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
+
+            m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
+            l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
+            acc = gl.zeros([BLOCK_M, DV], gl.float32, layout=o_layout)
+            s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
+            if OVERLAP:
+                # S of the first page now; each iteration then issues P V of page n and Q K^T of page n + 1
+                # back to back, so the tensor cores only idle during the softmax.
+                if n_begin < n_end:
+                    _wait_page(kv_smem, bars, it % 2, (it // 2) & 1, end - n_begin * PAGE,
+                               PAGE, NCHUNK_V, CHUNK, ld_layout)
+                    s = warpgroup_mma(q_smem, kv_smem.index(it % 2).permute((1, 0)), s, use_acc=False,
+                                      is_async=True)
+                    s = warpgroup_mma(qr_smem, kr_smem.index(it % 2).permute((1, 0)), s, is_async=True)
+                    s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+            for n in range(n_begin, n_end):
+                stage = it % 2
+                kv = kv_smem.index(stage)
+                if not OVERLAP:
+                    _wait_page(kv_smem, bars, stage, (it // 2) & 1, end - n * PAGE, PAGE, NCHUNK_V, CHUNK, ld_layout)
+                    s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
+                    s = warpgroup_mma(qr_smem, kr_smem.index(stage).permute((1, 0)), s, is_async=True)
+                    s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+
+                # ---- online softmax (base 2) on S of page n ----
+                key = n * PAGE + cols_s
+                visible = key[None, :] < lim[:, None]
+                s = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                m_new = gl.maximum(m_i, gl.max(s, axis=1))
+                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = gl.exp2(m_i - m_use)
+                p = gl.exp2(s - m_use[:, None])
+                l_i = l_i * alpha + gl.sum(p, axis=1)
+                m_i = m_new
+
+                # ---- O = alpha * O + P V ----
+                acc = acc * gl.convert_layout(alpha, o_row)[:, None]
+                if P_SMEM:
+                    # P through shared memory, in the rope slot of this stage (dead once S is computed):
+                    # each warpgroup writes its 32 columns, both read all of P as the A operand.
+                    p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
+                    p_smem.store(p.to(dtype))
+                    fence_async_shared()
+                    gl.thread_barrier()
+                    acc_tok = warpgroup_mma(p_smem, kv, acc, is_async=True)
+                else:
+                    p_op = gl.convert_layout(p.to(dtype), p_layout)
+                    acc_tok = warpgroup_mma(p_op, kv, acc, is_async=True)
+                if OVERLAP:
+                    if n + 1 < n_end:
+                        nxt = (it + 1) % 2
+                        _wait_page(kv_smem, bars, nxt, ((it + 1) // 2) & 1, end - (n + 1) * PAGE,
+                                   PAGE, NCHUNK_V, CHUNK, ld_layout)
+                        s_tok = warpgroup_mma(q_smem, kv_smem.index(nxt).permute((1, 0)), s, use_acc=False,
+                                              is_async=True)
+                        s_tok = warpgroup_mma(qr_smem, kr_smem.index(nxt).permute((1, 0)), s_tok, is_async=True)
+                        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, s_tok))
+                    else:
+                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok,))
+                else:
+                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok,))
+                # both warpgroups are done with this stage: refill it with page n + 2
+                gl.thread_barrier()
+                _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row, n + 2, n_end, stage,
+                            NCHUNK, PAGE, CHUNK, TMA3D)
+                it += 1
+
+            # ---- epilogue ------------------------------------------------------------------------------------
+            empty = l_i == 0.0
+            inv_l = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
+            lse2 = m_i + gl.log2(gl.where(empty, 1.0, l_i))
+            o = acc * gl.convert_layout(inv_l, o_row)[:, None]
+            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
+            cols_o = gl.arange(0, DV, layout=o_col)
+            store_mask = (rows_o < R)[:, None]
+            row_ok_s = rows_s < R
+            if no_split:
+                out_rows = out_ptr + (bi.to(gl.int64) * R + rows_o.to(gl.int64))[:, None] * DV + cols_o[None, :]
+                gl.store(out_rows, o.to(dtype), mask=store_mask)
+                lse_fin = gl.where(empty, float("inf"), lse2 * 0.6931471805599453)
+                head = rows_s % H_Q
+                gl.store(lse_ptr + bi.to(gl.int64) * R + head * S_Q + tok_s, lse_fin, mask=row_ok_s)
+            else:
+                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
+                acc_rows = (oacc_ptr + slot.to(gl.int64) * stride_oacc_b
+                        + rows_o.to(gl.int64)[:, None] * stride_oacc_r + cols_o[None, :])
+                gl.store(acc_rows, o, mask=store_mask)
+                lse_part = gl.where(empty, float("-inf"), lse2 * 0.6931471805599453)
+                gl.store(lacc_ptr + slot.to(gl.int64) * stride_lacc_b + rows_s, lse_part, mask=row_ok_s)
+
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(bars.index(i))

@@ -1,0 +1,109 @@
+"""Host side of the Hopper kernel: TMA descriptor over the paged cache, grid, launch (no host sync)."""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from . import kernel as K
+
+_GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+# (P through shared memory, overlap P V with the next Q K^T, one 3-D TMA box for the latent part)
+# by number of 64-row query blocks. Override for experiments: set CONFIG_OVERRIDE.
+CONFIG_SMALL = (True, False, True)     # one row block (R <= 64): memory bound
+CONFIG_LARGE = (True, True, True)      # several row blocks: compute bound
+CONFIG_OVERRIDE = None
+
+
+def pick_config(rows: int):
+    if CONFIG_OVERRIDE is not None:
+        return CONFIG_OVERRIDE
+    return CONFIG_SMALL if rows <= K.BLOCK_M else CONFIG_LARGE
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+@functools.lru_cache(maxsize=None)
+def _smem_layout(torch_dtype):
+    return gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], _GL_DTYPE[torch_dtype])
+
+
+@functools.lru_cache(maxsize=None)
+def _smem_layout_3d(torch_dtype):
+    return gl.NVMMASharedLayout.get_default_for([K.HEAD_DIM_V // K.CHUNK, K.PAGE, K.CHUNK], _GL_DTYPE[torch_dtype])
+
+
+def make_descriptors(k_cache):
+    """TMA descriptors over the cache: ``k_desc`` views it as ``[num_blocks*64, 576]`` (box 64 x 64);
+    ``v_desc`` views its latent part chunk-major as ``[8, num_blocks*64, 64]`` (box 8 x 64 x 64), whose box
+    lands in shared memory exactly in the swizzled ``[64, 512]`` layout the tensor cores read."""
+    rows = k_cache.shape[0] * K.PAGE
+    rs = k_cache.stride(1)
+    k_desc = TensorDescriptor(k_cache, [rows, K.HEAD_DIM], [rs, 1], [K.PAGE, K.CHUNK], _smem_layout(k_cache.dtype))
+    nv = K.HEAD_DIM_V // K.CHUNK
+    v_desc = TensorDescriptor(k_cache, [nv, rows, K.CHUNK], [K.CHUNK, rs, 1], [nv, K.PAGE, K.CHUNK],
+                              _smem_layout_3d(k_cache.dtype))
+    return k_desc, v_desc
+
+
+def supports(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int) -> bool:
+    """Whether the Hopper kernel handles these inputs (sm_90, d=576, dv=512, page 64, h_kv=1, bf16/fp16)."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k_cache, torch.Tensor)):
+        return False
+    if q.device.type != "cuda" or k_cache.device != q.device:
+        return False
+    if _capability(q.device.index if q.device.index is not None else torch.cuda.current_device()) != (9, 0):
+        return False
+    if q.dtype not in _GL_DTYPE or k_cache.dtype != q.dtype or q.dim() != 4 or k_cache.dim() != 4:
+        return False
+    if q.shape[-1] != K.HEAD_DIM or k_cache.shape[-1] != K.HEAD_DIM or head_dim_v != K.HEAD_DIM_V:
+        return False
+    if k_cache.shape[1] != K.PAGE or k_cache.shape[2] != 1:
+        return False
+    # TMA: 16-byte aligned base and row stride; pages must tile a 2-D [num_blocks * 64, 576] view.
+    es = k_cache.element_size()
+    row_stride = k_cache.stride(1)
+    if k_cache.stride(-1) != 1 or q.stride(-1) != 1:
+        return False
+    # (storage_offset rather than data_ptr, which torch.compile cannot trace; storages from torch's allocators
+    # are at least 256-byte aligned.)
+    if (k_cache.storage_offset() * es) % 16 or (row_stride * es) % 16 or (
+            k_cache.shape[0] > 1 and k_cache.stride(0) != K.PAGE * row_stride):
+        return False
+    if k_cache.shape[0] * K.PAGE >= 2**31:
+        return False
+    return True
+
+
+def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
+                      softmax_scale: float, causal: bool, out, lse, o_accum, lse_accum) -> None:
+    """Split-KV MLA decode on Hopper; see ``kernel.py``. Launches on the current stream of q's device."""
+    b, s_q, h_q, d = q.shape
+    rows = s_q * h_q
+    num_parts = tile_scheduler_metadata.shape[0]
+    k_desc, v_desc = make_descriptors(k_cache)
+    grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
+    p_smem, overlap, tma3d = pick_config(rows)
+    with torch.cuda.device(q.device):
+        K.mla_decode_kernel[grid](
+            q, q.stride(0), q.stride(1), q.stride(2),
+            k_desc, v_desc,
+            block_table, block_table.stride(0),
+            cache_seqlens, tile_scheduler_metadata, num_splits,
+            out, lse,
+            o_accum, o_accum.stride(0), o_accum.stride(1),
+            lse_accum, lse_accum.stride(0),
+            float(softmax_scale) * K.LOG2E,
+            rows, h_q, s_q,
+            CAUSAL=bool(causal) and s_q > 1,
+            P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d),
+            BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
+            num_warps=K.NUM_WARPS,
+        )
