@@ -13,7 +13,8 @@ for step in $steps; do
   case $step in
     tests) python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py -p no:cacheprovider 2>&1 \
              | tee "$OUT/tests.log" | tail -n 25 ;;
-    latency) python3 benchmarks/compile_latency.py 2>&1 | tee "$OUT/latency.log" ;;
+    latency) python3 benchmarks/compile_latency.py 2>&1 | tee "$OUT/latency.log"
+             python3 benchmarks/host_overhead.py --profile > "$OUT/host.log" 2>&1; grep "host time" "$OUT/host.log" ;;
     sweep) python3 benchmarks/triton_sweep.py 2>&1 | tee "$OUT/sweep.log" | grep BEST ;;
     bench) for be in ${BENCH_BACKENDS:-auto}; do
              python3 -m flash_mla.bench --backend "$be" --baseline benchmarks/anchors/flashmla_h100.json \

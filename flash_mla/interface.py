@@ -140,8 +140,7 @@ def _check_contents(k_cache, block_table, cache_seqlens, tile_scheduler_metadata
                          f"(cache_seqlens, {num_rows}, h_kv) again after changing cache_seqlens")
 
 
-@torch.library.custom_op("flash_mla::mla_decode", mutates_args=())
-def _mla_decode_op(
+def _mla_decode_impl(
     q: torch.Tensor, k_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
     head_dim_v: int, tile_scheduler_metadata: torch.Tensor, num_splits: torch.Tensor,
     softmax_scale: float, causal: bool, backend: str,
@@ -165,6 +164,10 @@ def _mla_decode_op(
         mla_decode_triton(*args, o_accum, lse_accum)
     combine_splits(num_splits, o_accum, lse_accum, out, lse)
     return out, lse
+
+
+# Registered as a custom op for torch.compile; eager calls skip its dispatcher (~15 us a call on the host).
+_mla_decode_op = torch.library.custom_op("flash_mla::mla_decode", mutates_args=())(_mla_decode_impl)
 
 
 @_mla_decode_op.register_fake
@@ -219,5 +222,6 @@ def flash_mla_with_kvcache(
     if check:
         _check_contents(k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
                         s_q * h_q // k_cache.shape[2])
-    return _mla_decode_op(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                          num_splits, softmax_scale, causal, chosen)
+    op = _mla_decode_op if torch.compiler.is_compiling() else _mla_decode_impl
+    return op(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
+              softmax_scale, causal, chosen)

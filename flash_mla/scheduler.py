@@ -188,11 +188,11 @@ def get_mla_metadata(
         num_sm_parts = num_sm_parts_for(device, num_heads_per_head_k, num_heads_k)
     if not isinstance(num_sm_parts, int) or num_sm_parts < 1:
         raise ValueError(f"num_sm_parts must be a positive int, got {num_sm_parts!r}")
-    return _mla_metadata_op(cache_seqlens, num_sm_parts)
+    op = _mla_metadata_op if torch.compiler.is_compiling() else _mla_metadata_impl
+    return op(cache_seqlens, num_sm_parts)
 
 
-@torch.library.custom_op("flash_mla::get_mla_metadata", mutates_args=())
-def _mla_metadata_op(cache_seqlens: torch.Tensor, num_sm_parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _mla_metadata_impl(cache_seqlens: torch.Tensor, num_sm_parts: int) -> tuple[torch.Tensor, torch.Tensor]:
     device = cache_seqlens.device
     batch = cache_seqlens.shape[0]
     if batch == 0 or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1"):
@@ -206,6 +206,10 @@ def _mla_metadata_op(cache_seqlens: torch.Tensor, num_sm_parts: int) -> tuple[to
         _mla_metadata_kernel[(1,)](cache_seqlens.contiguous(), meta, num_splits, batch, num_sm_parts,
                                    BLOCK_N=BLOCK_N, FIXED=FIXED_OVERHEAD, BLOCK_B=256, num_warps=1)
     return meta, num_splits
+
+
+# Registered as a custom op for torch.compile; eager calls skip its dispatcher.
+_mla_metadata_op = torch.library.custom_op("flash_mla::get_mla_metadata", mutates_args=())(_mla_metadata_impl)
 
 
 @_mla_metadata_op.register_fake

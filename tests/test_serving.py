@@ -125,13 +125,13 @@ def test_check_mode_stale_metadata(monkeypatch):
 
 def test_warmup_runs_each_variant(monkeypatch):
     seen = []
-    real = flash_mla.interface._mla_decode_op
+    real = flash_mla.interface._mla_decode_impl
 
     def spy(q, *args):
         seen.append((q.shape[1], q.shape[2], q.dtype))
         return real(q, *args)
 
-    monkeypatch.setattr(flash_mla.interface, "_mla_decode_op", spy)
+    monkeypatch.setattr(flash_mla.interface, "_mla_decode_impl", spy)
     timings = flash_mla.warmup(num_heads_q=[16, 32], seq_len_q=[1, 2], dtype=torch.float16, device="cpu")
     assert sorted(timings) == [(16, 1), (16, 2), (32, 1), (32, 2)]
     assert sorted(seen) == sorted((s, h, torch.float16) for h in (16, 32) for s in (1, 2))
