@@ -13,6 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .launch import CachedKernel
 from .scheduler import device_guard
 
 
@@ -77,13 +78,18 @@ def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = 4):
     h_kv = o_accum.shape[1]
     num_rows = o_accum.shape[2]
     grid = (b, h_kv, triton.cdiv(num_rows, block_r))
+    # All int arguments derive from out's shape and the workspace's shape (fresh, contiguous allocations).
+    key = (out.device, out.dtype, out.shape[1:], o_accum.shape[1:], block_r, num_splits.data_ptr() % 16 == 0)
     with device_guard(out.device):
-        _mla_combine_kernel[grid](
-            num_splits, o_accum, lse_accum, out, lse,
+        _combine_launch(
+            key, grid, num_splits, o_accum, lse_accum, out, lse,
             o_accum.stride(0), o_accum.stride(1), o_accum.stride(2),
             lse_accum.stride(0), lse_accum.stride(1),
             out.stride(0), out.stride(1), out.stride(2),
             lse.stride(0), lse.stride(1),
             h_q // h_kv, num_rows,
-            D_V=d_v, BLOCK_R=block_r, BLOCK_S=32, num_warps=4,
+            d_v, block_r, 32, num_warps=4,
         )
+
+
+_combine_launch = CachedKernel(_mla_combine_kernel)

@@ -115,6 +115,30 @@ def _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler
                          f"got shape {tuple(num_splits.shape)}")
 
 
+_VALIDATED: dict = {}   # call signature -> backend, for eager calls (validation is per signature, not per call)
+
+
+def _validated_backend(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
+                       backend):
+    """``_validate`` + ``resolve_backend``, remembered per signature (shapes, strides, dtypes, devices, backend):
+    a decode loop calls with the same signature every layer and step, and the checks cost more host time
+    than the launch. Nothing here depends on tensor contents or addresses."""
+    key = (head_dim_v, backend, os.environ.get("FLASH_MLA_BACKEND"))
+    for t in (q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits):
+        if not isinstance(t, torch.Tensor):
+            key = None
+            break
+        key += (t.shape, t.stride(), t.dtype, t.device)
+    chosen = _VALIDATED.get(key) if key is not None else None
+    if chosen is None:
+        _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits)
+        chosen = resolve_backend(q, k_cache, head_dim_v, backend)
+        if len(_VALIDATED) > 4096:
+            _VALIDATED.clear()
+        _VALIDATED[key] = chosen
+    return chosen
+
+
 def _check_contents(k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, num_rows):
     """Checking mode: raise ValueError on contents that would make the kernels read outside the cache."""
     num_blocks, page_size = k_cache.shape[0], k_cache.shape[1]
@@ -158,7 +182,8 @@ def _mla_decode_impl(
     lse_accum = torch.empty(b + num_parts, h_kv, num_rows, dtype=torch.float32, device=q.device)
     args = (q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, softmax_scale, causal,
             out, lse)
-    if backend == "hopper":   # h_kv == 1: the kernel takes the workspace without its head dim
+    if backend == "hopper" and _hopper().tma_aligned(k_cache):
+        # h_kv == 1: the kernel takes the workspace without its head dim
         _hopper().mla_decode_hopper(*args, o_accum[:, 0], lse_accum[:, 0])
     else:
         mla_decode_triton(*args, o_accum, lse_accum)
@@ -210,18 +235,21 @@ def flash_mla_with_kvcache(
         out: ``[batch_size, seq_len_q, num_heads_q, head_dim_v]`` in q's dtype.
         softmax_lse: ``[batch_size, num_heads_q, seq_len_q]`` float32 (natural log; +inf for a row with no key).
     """
-    _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits)
+    if torch.compiler.is_compiling():
+        _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits)
+        chosen = resolve_backend(q, k_cache, head_dim_v, backend)
+        op = _mla_decode_op
+    else:
+        chosen = _validated_backend(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                                    num_splits, backend)
+        op = _mla_decode_impl
     b, s_q, h_q, d = q.shape
     if softmax_scale is None:
         softmax_scale = d ** -0.5
-    softmax_scale = float(softmax_scale)
-    causal = bool(causal)
-    chosen = resolve_backend(q, k_cache, head_dim_v, backend)
     if check is None:
         check = os.environ.get("FLASH_MLA_CHECK", "0") == "1"
     if check:
         _check_contents(k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
                         s_q * h_q // k_cache.shape[2])
-    op = _mla_decode_op if torch.compiler.is_compiling() else _mla_decode_impl
     return op(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits,
-              softmax_scale, causal, chosen)
+              float(softmax_scale), bool(causal), chosen)

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import CachedKernel, alignment_key
 from .scheduler import device_guard
 
 LOG2E = 1.4426950408889634
@@ -169,11 +170,15 @@ def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     d_v = out.shape[-1]
     num_parts = tile_scheduler_metadata.shape[0]
     cfg = dict(config or pick_config(num_rows, q.device))
-    block_m = cfg["BLOCK_M"]
+    block_m, block_n = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
     grid = (triton.cdiv(num_rows, block_m), h_kv, num_parts)
+    causal = bool(causal and s_q > 1)
+    # Every int argument below derives from these shapes/strides; outputs and workspace are fresh allocations.
+    key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape[1:], k_cache.stride(), block_table.stride(0),
+           causal, block_m, block_n, tuple(cfg.items()), alignment_key(q, k_cache, block_table, cache_seqlens))
     with device_guard(q.device):
-        _mla_splitkv_kernel[grid](
-            q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
+        _splitkv_launch(
+            key, grid, q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
             out, lse, o_accum, lse_accum,
             q.stride(0), q.stride(1), q.stride(2),
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -183,7 +188,9 @@ def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
             o_accum.stride(0), o_accum.stride(1), o_accum.stride(2),
             lse_accum.stride(0), lse_accum.stride(1),
             softmax_scale * LOG2E, s_q, ngroups, num_rows, k_cache.shape[1],
-            D_V=d_v, D_ROPE=d - d_v,
-            CAUSAL=bool(causal and s_q > 1), UPCAST=interpreting(),
-            PAGE_ALIGNED=k_cache.shape[1] % cfg["BLOCK_N"] == 0, **cfg,
+            d_v, d - d_v, block_m, block_n, causal, interpreting(), k_cache.shape[1] % block_n == 0,
+            **cfg,
         )
+
+
+_splitkv_launch = CachedKernel(_mla_splitkv_kernel)

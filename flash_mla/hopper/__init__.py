@@ -4,6 +4,6 @@
 (``o_accum``/``lse_accum``, ``[b + num_sm_parts, s_q*h_q, ...]``) for the combine kernel; ``supports`` says
 whether the inputs qualify. Raises ImportError where Gluon is unavailable (the interface then falls back).
 """
-from .launcher import mla_decode_hopper, supports
+from .launcher import mla_decode_hopper, supports, tma_aligned
 
-__all__ = ["mla_decode_hopper", "supports"]
+__all__ = ["mla_decode_hopper", "supports", "tma_aligned"]

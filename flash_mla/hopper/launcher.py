@@ -8,6 +8,7 @@ import triton
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from ..launch import CachedKernel, alignment_key
 from . import kernel as K
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -67,19 +68,25 @@ def supports(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int) -> bool:
         return False
     if k_cache.shape[1] != K.PAGE or k_cache.shape[2] != 1:
         return False
-    # TMA: 16-byte aligned base and row stride; pages must tile a 2-D [num_blocks * 64, 576] view.
+    # TMA: 16-byte row stride; pages must tile a 2-D [num_blocks * 64, 576] view. (The base address is checked
+    # at launch by ``tma_aligned``: torch.compile cannot trace data_ptr, and the caller falls back to Triton.)
     es = k_cache.element_size()
     row_stride = k_cache.stride(1)
     if k_cache.stride(-1) != 1 or q.stride(-1) != 1:
         return False
-    # (storage_offset rather than data_ptr, which torch.compile cannot trace; storages from torch's allocators
-    # are at least 256-byte aligned.)
-    if (k_cache.storage_offset() * es) % 16 or (row_stride * es) % 16 or (
-            k_cache.shape[0] > 1 and k_cache.stride(0) != K.PAGE * row_stride):
+    if (row_stride * es) % 16 or (k_cache.shape[0] > 1 and k_cache.stride(0) != K.PAGE * row_stride):
         return False
     if k_cache.shape[0] * K.PAGE >= 2**31:
         return False
     return True
+
+
+def tma_aligned(k_cache: torch.Tensor) -> bool:
+    """TMA needs a 16-byte aligned base address (a view into a cache at an odd offset may not have one)."""
+    return k_cache.data_ptr() % 16 == 0
+
+
+_launch = CachedKernel(K.mla_decode_kernel)
 
 
 def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
@@ -91,8 +98,12 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     k_desc, v_desc = make_descriptors(k_cache)
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     p_smem, overlap, tma3d = pick_config(rows)
+    # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
+    key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
+           bool(causal), (p_smem, overlap, tma3d),
+           alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
-        K.mla_decode_kernel[grid](
+        _launch(key, grid,
             q, q.stride(0), q.stride(1), q.stride(2),
             k_desc, v_desc,
             block_table, block_table.stride(0),
