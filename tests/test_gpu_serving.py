@@ -115,3 +115,20 @@ def test_check_mode_gpu():
     bt[2, 0] = 10 ** 9
     with pytest.raises(ValueError, match=r"block_table\[2, 0\]"):
         flash_mla_with_kvcache(q, kc, bt, seqlens, DV, meta, splits, check=True)
+
+
+def test_flashmla_readme_snippet():
+    """FlashMLA's README usage, unchanged, over a few layers sharing one metadata."""
+    b, s_q, h_q, h_kv, dv, num_layers = 4, 2, 128, 1, 512, 3
+    q, kc, block_table, cache_seqlens = problem(b=b, s_q=s_q, h_q=h_q)
+    from flash_mla import get_mla_metadata, flash_mla_with_kvcache
+
+    tile_scheduler_metadata, num_splits = get_mla_metadata(cache_seqlens, s_q * h_q // h_kv, h_kv)
+
+    for i in range(num_layers):
+        q_i, kvcache_i = q * (i + 1), kc
+        o_i, lse_i = flash_mla_with_kvcache(
+            q_i, kvcache_i, block_table, cache_seqlens, dv,
+            tile_scheduler_metadata, num_splits, causal=True,
+        )
+        check(o_i, lse_i, q_i, kvcache_i, block_table, cache_seqlens, True)
