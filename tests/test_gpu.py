@@ -5,13 +5,12 @@ Every backend that applies on this GPU is compared with the float32 reference us
 shuffled pages) with NaN written into every cache row past each sequence's end.
 """
 import itertools
-import math
-import random
 
 import pytest
 import torch
 
 from flash_mla import flash_mla_with_kvcache, get_mla_metadata, resolve_backend
+from flash_mla.bench import Config, make_inputs
 from flash_mla.reference import mla_decode_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -19,22 +18,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 MATRIX = list(itertools.product((4096, 8192), (16, 32, 64, 128), (1, 2), (False, True)))
 
 
-def protocol_inputs(s_k, h_q, s_q, varlen, dtype, b=128, page=64, seed=0):
-    random.seed(seed)
-    lens = [max(int(random.normalvariate(s_k, s_k / 2)), s_q) if varlen else s_k for _ in range(b)]
-    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
-    pad = math.ceil(max(lens) / 256) * 256
-    nblk = b * pad // page
-    bt = torch.randperm(nblk, generator=torch.Generator().manual_seed(seed)).int().reshape(b, -1).cuda()
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    kc = torch.randn(nblk, page, 1, 576, dtype=dtype, device="cuda", generator=gen)
-    q = torch.randn(b, s_q, h_q, 576, dtype=dtype, device="cuda", generator=gen)
-    # NaN in every cache slot past each sequence's end (pages it owns but does not fill).
-    pos = torch.arange(pad, device="cuda")
-    past = pos[None, :] >= seqlens[:, None]                      # [b, pad]
-    rows = (bt.long()[:, pos // page] * page + pos % page)[past]
-    kc.view(-1, 576)[rows] = float("nan")
-    return q, kc, bt, seqlens
+def protocol_inputs(s_k, h_q, s_q, varlen, dtype):
+    """The benchmark's inputs (flash_mla.bench: varlen lengths, shuffled pages, NaN past each end)."""
+    inp = make_inputs(Config(s_k, h_q, s_q, varlen), dtype, device="cuda")
+    return inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
 
 
 def cos_diff(a, b):
