@@ -7,13 +7,18 @@ own keys) and partial log-sum-exps ``lse_i`` (natural log, ``-inf`` for a piece 
 
 A row that saw no key in any piece gets ``out = 0`` and ``lse = +inf``. Sequences with a single split were
 written straight to ``out``/``lse`` by the attention kernel: their programs return at once.
+
+On sm_90+ the kernel is launched with programmatic dependent launch (PDL): it is scheduled while the attention
+kernel runs and waits for it with ``griddepcontrol.wait``, hiding the launch gap (FlashMLA does the same).
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from .launch import CachedKernel
+from triton.language.extra.cuda import gdc_wait
+
+from .launch import CachedKernel, pdl_supported
 from .scheduler import device_guard
 
 
@@ -25,8 +30,11 @@ def _mla_combine_kernel(
     stride_ob, stride_os, stride_oh,
     stride_lb, stride_lh,
     ngroups, num_rows,
-    D_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+    D_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:
+        # Launched as a programmatic dependent of the attention kernel: wait for its results.
+        gdc_wait()
     bi = tl.program_id(0)
     kv_head = tl.program_id(1)
     split_begin = tl.load(NUM_SPLITS + bi)
@@ -79,6 +87,7 @@ def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = 4):
     num_rows = o_accum.shape[2]
     grid = (b, h_kv, triton.cdiv(num_rows, block_r))
     # All int arguments derive from out's shape and the workspace's shape (fresh, contiguous allocations).
+    pdl = pdl_supported(out.device)
     key = (out.device, out.dtype, out.shape[1:], o_accum.shape[1:], block_r, num_splits.data_ptr() % 16 == 0)
     with device_guard(out.device):
         _combine_launch(
@@ -88,7 +97,7 @@ def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = 4):
             out.stride(0), out.stride(1), out.stride(2),
             lse.stride(0), lse.stride(1),
             h_q // h_kv, num_rows,
-            d_v, block_r, 32, num_warps=4,
+            d_v, block_r, 32, pdl, num_warps=4, launch_pdl=pdl,
         )
 
 

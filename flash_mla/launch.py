@@ -13,6 +13,9 @@ launch options, and the device.
 """
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 from triton import knobs
 
@@ -43,3 +46,15 @@ class CachedKernel:
 def alignment_key(*tensors) -> tuple:
     """The 16-byte alignment of each tensor's data pointer (part of Triton's specialization)."""
     return tuple(t.data_ptr() % 16 == 0 for t in tensors)
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Programmatic dependent launch: sm_90+ only, and not under Triton's interpreter."""
+    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return False
+    return _capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9

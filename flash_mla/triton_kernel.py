@@ -20,7 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import CachedKernel, alignment_key
+from triton.language.extra.cuda import gdc_launch_dependents
+
+from .launch import CachedKernel, alignment_key, pdl_supported
 from .scheduler import device_guard
 
 LOG2E = 1.4426950408889634
@@ -60,8 +62,10 @@ def _mla_splitkv_kernel(
     scale_log2, s_q, ngroups, num_rows, page_size,
     D_V: tl.constexpr, D_ROPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PAGE_ALIGNED: tl.constexpr,
+    CAUSAL: tl.constexpr, UPCAST: tl.constexpr, PAGE_ALIGNED: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:
+        gdc_launch_dependents()     # let the combine kernel be scheduled now; it waits for our results
     pid_m = tl.program_id(0)
     kv_head = tl.program_id(1)
     part = tl.program_id(2)
@@ -189,7 +193,7 @@ def mla_decode_triton(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
             lse_accum.stride(0), lse_accum.stride(1),
             softmax_scale * LOG2E, s_q, ngroups, num_rows, k_cache.shape[1],
             d_v, d - d_v, block_m, block_n, causal, interpreting(), k_cache.shape[1] % block_n == 0,
-            **cfg,
+            pdl_supported(q.device), **cfg,
         )
 
 
