@@ -124,7 +124,7 @@ def set_cfg(cfg):
     hl.CONFIG_OVERRIDE = cfg
 
 
-def bench(backends, varlens=(False,), cfgs=(None,)):
+def bench(backends, varlens=(False,), cfgs=(None,), hqs=(16, 32, 64, 128)):
     anchors = {}
     p = os.path.join(os.path.dirname(os.path.abspath(__file__)), "anchors", "flashmla_h100.json")
     if os.path.exists(p):
@@ -136,7 +136,7 @@ def bench(backends, varlens=(False,), cfgs=(None,)):
         for varlen in varlens:
             random.seed(0)
             lens = [max(int(random.normalvariate(s_k, s_k / 2)), 2) if varlen else s_k for _ in range(b)]
-            for h_q in (16, 32, 64, 128):
+            for h_q in hqs:
                 for s_q in (1, 2):
                     q, kc, bt, seqlens = make_inputs(lens, s_q, h_q, torch.bfloat16)
                     meta, nsp = get_mla_metadata(seqlens, s_q * h_q, 1)
@@ -180,6 +180,7 @@ if __name__ == "__main__":
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--backends", default="hopper,triton")
     ap.add_argument("--varlen", action="store_true")
+    ap.add_argument("--hq", default="16,32,64,128", help="h_q values to time")
     ap.add_argument("--cfgs", default="", help="hopper configs (p_smem,overlap) to time, e.g. '1,1;0,0'")
     ap.add_argument("--check-cfgs", action="store_true", help="run the correctness cases under every --cfgs")
     args = ap.parse_args()
@@ -188,7 +189,8 @@ if __name__ == "__main__":
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
-    cfgs = [tuple(bool(int(x)) for x in c.split(",")) for c in args.cfgs.split(";") if c] or [None]
+    cfgs = [("seesaw" if c == "ss" else tuple(bool(int(x)) for x in c.split(","))) for c in args.cfgs.split(";") if c] \
+        or [None]
     res = []
     if not args.no_check:
         for cfg in (cfgs if args.check_cfgs else [None]):
@@ -197,5 +199,6 @@ if __name__ == "__main__":
             res += correctness(args.quick)
         set_cfg(None)
     print(f"correctness: {sum(r['ok'] for r in res)}/{len(res)} ok ({time.time() - t0:.0f}s)", flush=True)
-    rows = [] if args.no_bench else bench(args.backends.split(","), (False, True) if args.varlen else (False,), cfgs)
+    rows = [] if args.no_bench else bench(args.backends.split(","), (False, True) if args.varlen else (False,), cfgs,
+                                         tuple(int(x) for x in args.hq.split(",")))
     json.dump(dict(correctness=res, bench=rows), open(os.path.join(out_dir, "hopper_dev.json"), "w"), indent=1)

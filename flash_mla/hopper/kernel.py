@@ -265,3 +265,337 @@ def mla_decode_kernel(
 
     for i in gl.static_range(NUM_STAGES):
         mbarrier.invalidate(bars.index(i))
+
+
+# =============================================================================================================
+# "Seesaw" variant (compute-bound shapes): warp-specialized, two 4-warp compute partitions + a 1-warp TMA loader.
+#
+# Pages of a chunk are owned alternately by the two compute warpgroups (owner = ring stage = CTA page counter % 2).
+# The owner computes the full 64 x 64 S = Q K^T of its page (N = 64 wgmma: Q is read once per page, not twice),
+# the new running row max m_j = max(m_{j-1}, rowmax S), P_j = exp2(S - m_j), and publishes m_j and P_j (bf16, in
+# the rope slot of the stage, dead after Q K^T) through shared memory with one mbarrier arrive. Each warpgroup
+# keeps half of O (64 x 256 fp32) and adds P_j V_j[:, its half] for every page. A warpgroup that does not own
+# page j first issues Q K^T of page j + 1 (which it owns), then waits for P_j: the S of one warpgroup is computed
+# while the other runs its softmax, and one's softmax runs under the other's P V.
+# Row sums: each warpgroup sums P over the pages it owns (rescaled with its O); the two halves meet in the epilogue.
+# =============================================================================================================
+@gluon.jit
+def _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen):
+    L = gl.load(seqlens_ptr + bi)
+    start = gl.where(bi == begin_idx, begin_seqlen, 0)
+    end = gl.where(bi == end_idx, end_seqlen, L)
+    return L, start, end
+
+
+@gluon.jit
+def _ss_zero_v(kv, valid, WG: gl.constexpr, ld_layout: gl.constexpr, PAGE: gl.constexpr, HALF: gl.constexpr,
+               CHUNK: gl.constexpr):
+    """Rows of the last page past the sequence end may hold NaN: zero them in this warpgroup's half of V."""
+    if valid < PAGE:
+        keep = (gl.arange(0, PAGE, layout=gl.SliceLayout(1, ld_layout)) < valid)[:, None]
+        for cc in gl.static_range(HALF // CHUNK):
+            view = kv.slice(WG * HALF + cc * CHUNK, CHUNK, dim=1)
+            x = view.load(ld_layout)
+            view.store(gl.where(keep, x, gl.zeros_like(x)))
+        fence_async_shared()
+        gl.thread_barrier()
+
+
+@gluon.jit
+def _ss_loader(k_desc, v_desc, kv_smem, kr_smem, kv_ready, kv_free, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, part,
+               PAGE: gl.constexpr, CHUNK: gl.constexpr, NCHUNK: gl.constexpr):
+    begin_idx = gl.load(meta_ptr + part * 8 + 0)
+    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
+    end_idx = gl.load(meta_ptr + part * 8 + 2)
+    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
+    nbytes: gl.constexpr = NCHUNK * PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8
+    it = 0
+    for bi in range(begin_idx, end_idx + 1):
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        if (end > start) | (L == 0):
+            bt_row = bt_ptr + bi.to(gl.int64) * stride_bt
+            for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
+                stage = it % 2
+                mbarrier.wait(kv_free.index(stage), ((it // 2) & 1) ^ 1)
+                fence_async_shared()   # the consumers' generic smem accesses (P, zeroed rows) before TMA writes
+                page = gl.load(bt_row + n)
+                row = page * PAGE
+                bar = kv_ready.index(stage)
+                mbarrier.expect(bar, nbytes)
+                dst = kv_smem.index(stage)._reinterpret(v_desc.dtype, v_desc.block_type.shape, v_desc.layout)
+                tma.async_copy_global_to_shared(v_desc, [0, row, 0], bar, dst)
+                tma.async_copy_global_to_shared(k_desc, [row, (NCHUNK - 1) * CHUNK], bar, kr_smem.index(stage))
+                it += 1
+
+
+@gluon.jit
+def _ss_compute(WG: gl.constexpr,
+                q_ptr, stride_qb, stride_qs, stride_qh,
+                q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
+                kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
+                seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
+                out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+                sm_scale_log2, R, H_Q, S_Q,
+                CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
+                DV: gl.constexpr, CHUNK: gl.constexpr):
+    NCHUNK: gl.constexpr = D // CHUNK
+    NCHUNK_V: gl.constexpr = DV // CHUNK
+    HALF: gl.constexpr = DV // 2
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, PAGE, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HALF, 16])
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
+    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
+    o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
+    ld_row: gl.constexpr = gl.SliceLayout(1, ld_layout)
+    ld_col: gl.constexpr = gl.SliceLayout(0, ld_layout)
+    p_smem_layout: gl.constexpr = kr_smem.layout   # 64 x 64 tile, same swizzle as the rope slot it aliases
+
+    begin_idx = gl.load(meta_ptr + part * 8 + 0)
+    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
+    end_idx = gl.load(meta_ptr + part * 8 + 2)
+    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
+    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+
+    rows_ld = m0 + gl.arange(0, BLOCK_M, layout=ld_row)
+    cols_ld = gl.arange(0, CHUNK, layout=ld_col)
+    rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
+    cols_s = gl.arange(0, PAGE, layout=s_col)
+    tok_s = rows_s // H_Q
+    ld_row_ok = rows_ld < R
+    q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
+
+    it = 0   # CTA page counter (stage = it % 2 = owner warpgroup)
+    c = 0    # chunks processed
+    for bi in range(begin_idx, end_idx + 1):
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        no_split = (start == 0) & (end == L)
+        if (end > start) | (L == 0):
+            n_begin = start // PAGE
+            n_end = (end + PAGE - 1) // PAGE
+            # ---- Q: each warpgroup stages its share of the 9 column chunks ----
+            mbarrier.wait(q_free, (c & 1) ^ 1)
+            q_base = q_ptr + bi.to(gl.int64) * stride_qb
+            for cc in gl.static_range(NCHUNK):
+                if (cc < 5) == (WG == 0):
+                    qp = q_base + q_row_off[:, None] + (cc * CHUNK + cols_ld)[None, :]
+                    qt = gl.load(qp, mask=ld_row_ok[:, None], other=0.0)
+                    if cc < NCHUNK_V:
+                        q_smem.slice(cc * CHUNK, CHUNK, dim=1).store(qt)
+                    else:
+                        qr_smem.store(qt)
+            fence_async_shared()
+            gl.thread_barrier()
+            mbarrier.arrive(q_ready, count=1)
+            mbarrier.wait(q_ready, c & 1)
+
+            if CAUSAL:
+                lim = gl.minimum(end, L - S_Q + tok_s + 1)
+            else:
+                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
+
+            m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
+            l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
+            acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
+            s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
+            have_s = n_end < 0          # S of the current page already computed (runtime bool)
+            for n in range(n_begin, n_end):
+                stage = it % 2
+                ph = (it // 2) & 1
+                kv = kv_smem.index(stage)
+                p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
+                mbarrier.wait(kv_ready.index(stage), ph)
+                if stage == WG:
+                    # ---- owner: S (unless prefetched), max, P -> smem, publish, then our half of P V ----
+                    if not have_s:
+                        s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
+                        s = warpgroup_mma(qr_smem, kr_smem.index(stage).permute((1, 0)), s, is_async=True)
+                        s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                    key = n * PAGE + cols_s
+                    visible = key[None, :] < lim[:, None]
+                    sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                    m_new = gl.maximum(m_i, gl.max(sv, axis=1))
+                    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                    alpha = gl.exp2(m_i - m_use)
+                    p = gl.exp2(sv - m_use[:, None])
+                    l_i = l_i * alpha + gl.sum(p, axis=1)
+                    mx_smem.index(stage).store(m_new)
+                    p_smem.store(p.to(dtype))
+                    fence_async_shared()
+                    gl.thread_barrier()
+                    mbarrier.arrive(p_ready.index(stage), count=1)
+                    have_s = n_end < 0
+                    _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                    acc = acc * gl.convert_layout(alpha, o_row)[:, None]
+                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                else:
+                    # ---- not owner: first issue S of the next page (ours), then take m_j, P_j ----
+                    if n + 1 < n_end:
+                        nxt = (it + 1) % 2
+                        mbarrier.wait(kv_ready.index(nxt), ((it + 1) // 2) & 1)
+                        s_tok = warpgroup_mma(q_smem, kv_smem.index(nxt).permute((1, 0)), s, use_acc=False,
+                                              is_async=True)
+                        s_tok = warpgroup_mma(qr_smem, kr_smem.index(nxt).permute((1, 0)), s_tok, is_async=True)
+                        mbarrier.wait(p_ready.index(stage), ph)
+                        m_new = mx_smem.index(stage).load(s_row)
+                        alpha = gl.exp2(m_i - gl.where(m_new == float("-inf"), 0.0, m_new))
+                        _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                        acc = acc * gl.convert_layout(alpha, o_row)[:, None]
+                        acc_tok = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, s_tok))
+                        have_s = n_end >= 0
+                    else:
+                        mbarrier.wait(p_ready.index(stage), ph)
+                        m_new = mx_smem.index(stage).load(s_row)
+                        alpha = gl.exp2(m_i - gl.where(m_new == float("-inf"), 0.0, m_new))
+                        _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                        acc = acc * gl.convert_layout(alpha, o_row)[:, None]
+                        acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                    l_i = l_i * alpha
+                m_i = m_new
+                gl.thread_barrier()
+                mbarrier.arrive(kv_free.index(stage), count=1)
+                it += 1
+            mbarrier.arrive(q_free, count=1)
+
+            # ---- epilogue: combine the two warpgroups' row sums ----
+            lbuf = (c & 1) * 2
+            lx_smem.index(lbuf + WG).store(l_i)
+            gl.thread_barrier()
+            mbarrier.arrive(l_ready.index(lbuf + WG), count=1)
+            mbarrier.wait(l_ready.index(lbuf + 1 - WG), (c // 2) & 1)
+            l_i = l_i + lx_smem.index(lbuf + 1 - WG).load(s_row)
+            empty = l_i == 0.0
+            inv_l = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
+            lse2 = m_i + gl.log2(gl.where(empty, 1.0, l_i))
+            o = acc * gl.convert_layout(inv_l, o_row)[:, None]
+            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
+            cols_o = WG * HALF + gl.arange(0, HALF, layout=o_col)
+            store_mask = (rows_o < R)[:, None]
+            row_ok_s = rows_s < R
+            if no_split:
+                out_rows = out_ptr + (bi.to(gl.int64) * R + rows_o.to(gl.int64))[:, None] * DV + cols_o[None, :]
+                gl.store(out_rows, o.to(dtype), mask=store_mask)
+                if WG == 0:
+                    lse_fin = gl.where(empty, float("inf"), lse2 * 0.6931471805599453)
+                    head = rows_s % H_Q
+                    gl.store(lse_ptr + bi.to(gl.int64) * R + head * S_Q + tok_s, lse_fin, mask=row_ok_s)
+            else:
+                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
+                acc_rows = (oacc_ptr + slot.to(gl.int64) * stride_oacc_b
+                            + rows_o.to(gl.int64)[:, None] * stride_oacc_r + cols_o[None, :])
+                gl.store(acc_rows, o, mask=store_mask)
+                if WG == 0:
+                    lse_part = gl.where(empty, float("-inf"), lse2 * 0.6931471805599453)
+                    gl.store(lacc_ptr + slot.to(gl.int64) * stride_lacc_b + rows_s, lse_part, mask=row_ok_s)
+            c += 1
+
+
+@gluon.jit
+def _ss_compute1(q_ptr, stride_qb, stride_qs, stride_qh,
+                 q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
+                 kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
+                 seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
+                 out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+                 sm_scale_log2, R, H_Q, S_Q,
+                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
+                 DV: gl.constexpr, CHUNK: gl.constexpr):
+    _ss_compute(1, q_ptr, stride_qb, stride_qs, stride_qh,
+                q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
+                kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
+                seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
+                out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)
+
+
+@gluon.jit
+def _ss_compute0(q_ptr, stride_qb, stride_qs, stride_qh,
+                 q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
+                 kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
+                 seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
+                 out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+                 sm_scale_log2, R, H_Q, S_Q,
+                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
+                 DV: gl.constexpr, CHUNK: gl.constexpr):
+    _ss_compute(0, q_ptr, stride_qb, stride_qs, stride_qh,
+                q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
+                kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
+                seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
+                out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)
+
+
+SEESAW_NUM_WARPS = 4        # default partition (warpgroup 0); + 4 warps (warpgroup 1) + 1 loader warp
+SEESAW_REGS = (240, 24)
+SEESAW_MAXNREG = 168
+
+
+@gluon.jit
+def mla_decode_seesaw_kernel(
+    q_ptr, stride_qb, stride_qs, stride_qh,
+    k_desc, v_desc,
+    bt_ptr, stride_bt,
+    seqlens_ptr, meta_ptr, num_splits_ptr,
+    out_ptr, lse_ptr,
+    oacc_ptr, stride_oacc_b, stride_oacc_r,
+    lacc_ptr, stride_lacc_b,
+    sm_scale_log2,
+    R, H_Q, S_Q,
+    CAUSAL: gl.constexpr,
+    BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+    REGS1: gl.constexpr, REGS_LOAD: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    gl.static_assert(num_warps == 4, "default partition = one warpgroup")
+    NCHUNK: gl.constexpr = D // CHUNK
+    dtype: gl.constexpr = k_desc.dtype
+    pid_m = gl.program_id(0)
+    part = gl.program_id(2)
+    m0 = pid_m * BLOCK_M
+
+    smem_layout: gl.constexpr = k_desc.layout
+    vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
+    qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
+    kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
+    kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
+    mx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)
+    lx_smem = gl.allocate_shared_memory(gl.float32, [4, BLOCK_M], vec_layout)
+    kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    l_ready = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_free = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(kv_ready.index(i), count=1)
+        mbarrier.init(kv_free.index(i), count=2)
+        mbarrier.init(p_ready.index(i), count=1)
+    for i in gl.static_range(4):
+        mbarrier.init(l_ready.index(i), count=1)
+    mbarrier.init(q_ready, count=2)
+    mbarrier.init(q_free, count=2)
+    fence_async_shared()
+
+    gl.warp_specialize([
+        (_ss_compute0, (q_ptr, stride_qb, stride_qs, stride_qh,
+          q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
+          kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
+          seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
+          out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+          sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+        (_ss_compute1, (q_ptr, stride_qb, stride_qs, stride_qh,
+          q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
+          kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
+          seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
+          out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+          sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+        (_ss_loader, (k_desc, v_desc, kv_smem, kr_smem, kv_ready, kv_free, bt_ptr, stride_bt, seqlens_ptr,
+                      meta_ptr, part, PAGE, CHUNK, NCHUNK)),
+    ], [4, 1], [REGS1, REGS_LOAD])

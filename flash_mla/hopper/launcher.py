@@ -18,6 +18,7 @@ _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 CONFIG_SMALL = (True, False, True)     # one row block (R <= 64): memory bound
 CONFIG_LARGE = (True, True, True)      # several row blocks: compute bound
 CONFIG_OVERRIDE = None
+SEESAW = "seesaw"                      # warp-specialized seesaw kernel (kernel.mla_decode_seesaw_kernel)
 
 
 def pick_config(rows: int):
@@ -87,6 +88,7 @@ def tma_aligned(k_cache: torch.Tensor) -> bool:
 
 
 _launch = CachedKernel(K.mla_decode_kernel)
+_launch_seesaw = CachedKernel(K.mla_decode_seesaw_kernel)
 
 
 def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
@@ -97,7 +99,29 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     num_parts = tile_scheduler_metadata.shape[0]
     k_desc, v_desc = make_descriptors(k_cache)
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
-    p_smem, overlap, tma3d = pick_config(rows)
+    cfg = pick_config(rows)
+    if cfg == SEESAW:
+        key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
+               bool(causal), SEESAW,
+               alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+        with torch.cuda.device(q.device):
+            _launch_seesaw(key, grid,
+                q, q.stride(0), q.stride(1), q.stride(2),
+                k_desc, v_desc,
+                block_table, block_table.stride(0),
+                cache_seqlens, tile_scheduler_metadata, num_splits,
+                out, lse,
+                o_accum, o_accum.stride(0), o_accum.stride(1),
+                lse_accum, lse_accum.stride(0),
+                float(softmax_scale) * K.LOG2E,
+                rows, h_q, s_q,
+                CAUSAL=bool(causal) and s_q > 1,
+                BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
+                REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1],
+                num_warps=K.SEESAW_NUM_WARPS, maxnreg=K.SEESAW_MAXNREG,
+            )
+        return
+    p_smem, overlap, tma3d = cfg
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
            bool(causal), (p_smem, overlap, tma3d),
