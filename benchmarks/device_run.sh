@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|sweep|latency|bench]...   (default: tests bench)
+#   bash benchmarks/device_run.sh [tests|sweep|sanitize|latency|bench]...   (default: tests bench)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
@@ -13,6 +13,10 @@ for step in $steps; do
   case $step in
     tests) python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py -p no:cacheprovider 2>&1 \
              | tee "$OUT/tests.log" | tail -n 25 ;;
+    sanitize) for tool in memcheck racecheck; do
+                compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_small.py \
+                  > "$OUT/sanitize_$tool.log" 2>&1; echo "compute-sanitizer $tool: exit $?"; tail -n 3 "$OUT/sanitize_$tool.log"
+              done ;;
     latency) python3 benchmarks/compile_latency.py 2>&1 | tee "$OUT/latency.log"
              python3 benchmarks/host_overhead.py --profile > "$OUT/host.log" 2>&1; grep "host time" "$OUT/host.log" ;;
     sweep) python3 benchmarks/triton_sweep.py 2>&1 | tee "$OUT/sweep.log" | grep BEST ;;
