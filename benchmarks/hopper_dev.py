@@ -181,7 +181,7 @@ if __name__ == "__main__":
     ap.add_argument("--backends", default="hopper,triton")
     ap.add_argument("--varlen", action="store_true")
     ap.add_argument("--hq", default="16,32,64,128", help="h_q values to time")
-    ap.add_argument("--cfgs", default="", help="hopper configs (p_smem,overlap) to time, e.g. '1,1;0,0'")
+    ap.add_argument("--cfgs", default="", help="hopper configs to time, ';'-separated: p_smem,overlap,tma3d or ss / ss2 / large / small")
     ap.add_argument("--check-cfgs", action="store_true", help="run the correctness cases under every --cfgs")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
@@ -189,8 +189,10 @@ if __name__ == "__main__":
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
-    cfgs = [("seesaw" if c == "ss" else tuple(bool(int(x)) for x in c.split(","))) for c in args.cfgs.split(";") if c] \
-        or [None]
+    import flash_mla.hopper.launcher as _hl
+    _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
+    cfgs = [(_named[c] if c in _named else tuple(bool(int(x)) for x in c.split(","))) for c in args.cfgs.split(";")
+            if c] or [None]
     res = []
     if not args.no_check:
         for cfg in (cfgs if args.check_cfgs else [None]):

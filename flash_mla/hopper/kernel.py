@@ -302,6 +302,26 @@ def _ss_zero_v(kv, valid, WG: gl.constexpr, ld_layout: gl.constexpr, PAGE: gl.co
 
 
 @gluon.jit
+def _ss_softmax(s, m_prev, l_i, lim, n, cols_s, sm_scale_log2, mx_smem, p_smem, p_ready, stage, dtype: gl.constexpr):
+    """Owner's softmax of page n: m = max(m_prev, rowmax S), P = exp2(S - m) -> smem, publish m and P (one arrive
+    on p_ready[stage]); returns (m, exp2(m_prev - m), l * that + rowsum P)."""
+    PAGE: gl.constexpr = s.shape[1]
+    visible = (n * PAGE + cols_s)[None, :] < lim[:, None]
+    sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+    m_new = gl.maximum(m_prev, gl.max(sv, axis=1))
+    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = gl.exp2(m_prev - m_use)
+    p = gl.exp2(sv - m_use[:, None])
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    mx_smem.index(stage).store(m_new)
+    p_smem.store(p.to(dtype))
+    fence_async_shared()
+    gl.thread_barrier()
+    mbarrier.arrive(p_ready.index(stage), count=1)
+    return m_new, alpha, l_i
+
+
+@gluon.jit
 def _ss_loader(k_desc, v_desc, kv_smem, kr_smem, kv_ready, kv_free, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, part,
                PAGE: gl.constexpr, CHUNK: gl.constexpr, NCHUNK: gl.constexpr):
     begin_idx = gl.load(meta_ptr + part * 8 + 0)
@@ -337,7 +357,7 @@ def _ss_compute(WG: gl.constexpr,
                 out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                DV: gl.constexpr, CHUNK: gl.constexpr):
+                DV: gl.constexpr, CHUNK: gl.constexpr, CHAIN: gl.constexpr):
     NCHUNK: gl.constexpr = D // CHUNK
     NCHUNK_V: gl.constexpr = DV // CHUNK
     HALF: gl.constexpr = DV // 2
@@ -402,66 +422,135 @@ def _ss_compute(WG: gl.constexpr,
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
             s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
-            have_s = n_end < 0          # S of the current page already computed (runtime bool)
-            for n in range(n_begin, n_end):
-                stage = it % 2
-                ph = (it // 2) & 1
-                kv = kv_smem.index(stage)
-                p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                mbarrier.wait(kv_ready.index(stage), ph)
-                if stage == WG:
-                    # ---- owner: S (unless prefetched), max, P -> smem, publish, then our half of P V ----
-                    if not have_s:
-                        s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
-                        s = warpgroup_mma(qr_smem, kr_smem.index(stage).permute((1, 0)), s, is_async=True)
-                        s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
-                    key = n * PAGE + cols_s
-                    visible = key[None, :] < lim[:, None]
-                    sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
-                    m_new = gl.maximum(m_i, gl.max(sv, axis=1))
-                    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                    alpha = gl.exp2(m_i - m_use)
-                    p = gl.exp2(sv - m_use[:, None])
-                    l_i = l_i * alpha + gl.sum(p, axis=1)
-                    mx_smem.index(stage).store(m_new)
-                    p_smem.store(p.to(dtype))
-                    fence_async_shared()
-                    gl.thread_barrier()
-                    mbarrier.arrive(p_ready.index(stage), count=1)
-                    have_s = n_end < 0
-                    _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
-                    acc = acc * gl.convert_layout(alpha, o_row)[:, None]
-                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
-                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-                else:
-                    # ---- not owner: first issue S of the next page (ours), then take m_j, P_j ----
-                    if n + 1 < n_end:
-                        nxt = (it + 1) % 2
-                        mbarrier.wait(kv_ready.index(nxt), ((it + 1) // 2) & 1)
-                        s_tok = warpgroup_mma(q_smem, kv_smem.index(nxt).permute((1, 0)), s, use_acc=False,
-                                              is_async=True)
-                        s_tok = warpgroup_mma(qr_smem, kr_smem.index(nxt).permute((1, 0)), s_tok, is_async=True)
-                        mbarrier.wait(p_ready.index(stage), ph)
-                        m_new = mx_smem.index(stage).load(s_row)
-                        alpha = gl.exp2(m_i - gl.where(m_new == float("-inf"), 0.0, m_new))
-                        _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
-                        acc = acc * gl.convert_layout(alpha, o_row)[:, None]
-                        acc_tok = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
-                        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, s_tok))
-                        have_s = n_end >= 0
-                    else:
-                        mbarrier.wait(p_ready.index(stage), ph)
-                        m_new = mx_smem.index(stage).load(s_row)
-                        alpha = gl.exp2(m_i - gl.where(m_new == float("-inf"), 0.0, m_new))
+            if CHAIN == 0:
+                have_s = n_end < 0          # S of the current page already computed (runtime bool)
+                for n in range(n_begin, n_end):
+                    stage = it % 2
+                    ph = (it // 2) & 1
+                    kv = kv_smem.index(stage)
+                    p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
+                    mbarrier.wait(kv_ready.index(stage), ph)
+                    if stage == WG:
+                        # ---- owner: S (unless prefetched), max, P -> smem, publish, then our half of P V ----
+                        if not have_s:
+                            s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
+                            s = warpgroup_mma(qr_smem, kr_smem.index(stage).permute((1, 0)), s, is_async=True)
+                            s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                        key = n * PAGE + cols_s
+                        visible = key[None, :] < lim[:, None]
+                        sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                        m_new = gl.maximum(m_i, gl.max(sv, axis=1))
+                        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                        alpha = gl.exp2(m_i - m_use)
+                        p = gl.exp2(sv - m_use[:, None])
+                        l_i = l_i * alpha + gl.sum(p, axis=1)
+                        mx_smem.index(stage).store(m_new)
+                        p_smem.store(p.to(dtype))
+                        fence_async_shared()
+                        gl.thread_barrier()
+                        mbarrier.arrive(p_ready.index(stage), count=1)
+                        have_s = n_end < 0
                         _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                         acc = acc * gl.convert_layout(alpha, o_row)[:, None]
                         acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
                         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-                    l_i = l_i * alpha
-                m_i = m_new
-                gl.thread_barrier()
-                mbarrier.arrive(kv_free.index(stage), count=1)
-                it += 1
+                    else:
+                        # ---- not owner: first issue S of the next page (ours), then take m_j, P_j ----
+                        if n + 1 < n_end:
+                            nxt = (it + 1) % 2
+                            mbarrier.wait(kv_ready.index(nxt), ((it + 1) // 2) & 1)
+                            s_tok = warpgroup_mma(q_smem, kv_smem.index(nxt).permute((1, 0)), s, use_acc=False,
+                                                  is_async=True)
+                            s_tok = warpgroup_mma(qr_smem, kr_smem.index(nxt).permute((1, 0)), s_tok, is_async=True)
+                            mbarrier.wait(p_ready.index(stage), ph)
+                            m_new = mx_smem.index(stage).load(s_row)
+                            alpha = gl.exp2(m_i - gl.where(m_new == float("-inf"), 0.0, m_new))
+                            _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                            acc = acc * gl.convert_layout(alpha, o_row)[:, None]
+                            acc_tok = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                            acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc_tok, s_tok))
+                            have_s = n_end >= 0
+                        else:
+                            mbarrier.wait(p_ready.index(stage), ph)
+                            m_new = mx_smem.index(stage).load(s_row)
+                            alpha = gl.exp2(m_i - gl.where(m_new == float("-inf"), 0.0, m_new))
+                            _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                            acc = acc * gl.convert_layout(alpha, o_row)[:, None]
+                            acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                        l_i = l_i * alpha
+                    m_i = m_new
+                    gl.thread_barrier()
+                    mbarrier.arrive(kv_free.index(stage), count=1)
+                    it += 1
+            else:
+                # ---- true seesaw (FlashMLA order). At a partner page n we first issue S(n+1) (our page), then
+                # wait for the partner's m_n, run softmax(n+1) from m_n at once and publish m_{n+1}, P_{n+1};
+                # only then P_n V_n (and, next iteration, P_{n+1} V_{n+1}). The softmaxes of consecutive pages
+                # form the only cross-warpgroup chain; each one runs under the other warpgroup's two P V. ----
+                alpha_p = gl.zeros([BLOCK_M], gl.float32, layout=s_row)   # scale for our published page
+                have_p = n_end < 0          # our next page's S/softmax already done (runtime bool)
+                for n in range(n_begin, n_end):
+                    stage = it % 2
+                    ph = (it // 2) & 1
+                    kv = kv_smem.index(stage)
+                    p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
+                    mbarrier.wait(kv_ready.index(stage), ph)
+                    if stage == WG:
+                        if not have_p:
+                            # first page of the chunk is ours: S, softmax, publish
+                            s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
+                            s = warpgroup_mma(qr_smem, kr_smem.index(stage).permute((1, 0)), s, is_async=True)
+                            s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                            m_i, alpha_p, l_i = _ss_softmax(s, m_i, l_i, lim, n, cols_s, sm_scale_log2, mx_smem,
+                                                            p_smem, p_ready, stage, dtype)
+                        have_p = n_end < 0
+                        _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                        acc = acc * gl.convert_layout(alpha_p, o_row)[:, None]
+                        acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                    else:
+                        if n + 1 < n_end:
+                            nxt = (it + 1) % 2
+                            mbarrier.wait(kv_ready.index(nxt), ((it + 1) // 2) & 1)
+                            s = warpgroup_mma(q_smem, kv_smem.index(nxt).permute((1, 0)), s, use_acc=False,
+                                              is_async=True)
+                            s = warpgroup_mma(qr_smem, kr_smem.index(nxt).permute((1, 0)), s, is_async=True)
+                            mbarrier.wait(p_ready.index(stage), ph)
+                            m_j = mx_smem.index(stage).load(s_row)
+                            alpha1 = gl.exp2(m_i - gl.where(m_j == float("-inf"), 0.0, m_j))
+                            if CHAIN == 2:
+                                # P_n V_n goes to the tensor cores before our softmax(n+1), behind S(n+1)
+                                _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                                acc = acc * gl.convert_layout(alpha1, o_row)[:, None]
+                                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                                s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+                            else:
+                                s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                            p2_smem = kr_smem.index(nxt)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
+                            m_i, alpha_p, l_i = _ss_softmax(s, m_j, l_i * alpha1, lim, n + 1, cols_s, sm_scale_log2,
+                                                            mx_smem, p2_smem, p_ready, nxt, dtype)
+                            have_p = n_end >= 0
+                            if CHAIN == 2:
+                                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                            else:
+                                _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                                acc = acc * gl.convert_layout(alpha1, o_row)[:, None]
+                                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                        else:
+                            mbarrier.wait(p_ready.index(stage), ph)
+                            m_j = mx_smem.index(stage).load(s_row)
+                            alpha1 = gl.exp2(m_i - gl.where(m_j == float("-inf"), 0.0, m_j))
+                            l_i = l_i * alpha1
+                            m_i = m_j
+                            _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                            acc = acc * gl.convert_layout(alpha1, o_row)[:, None]
+                            acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                    gl.thread_barrier()
+                    mbarrier.arrive(kv_free.index(stage), count=1)
+                    it += 1
             mbarrier.arrive(q_free, count=1)
 
             # ---- epilogue: combine the two warpgroups' row sums ----
@@ -505,13 +594,13 @@ def _ss_compute1(q_ptr, stride_qb, stride_qs, stride_qh,
                  out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                 DV: gl.constexpr, CHUNK: gl.constexpr):
+                 DV: gl.constexpr, CHUNK: gl.constexpr, CHAIN: gl.constexpr):
     _ss_compute(1, q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
                 kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
                 seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
                 out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)
+                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, CHAIN)
 
 
 @gluon.jit
@@ -522,13 +611,13 @@ def _ss_compute0(q_ptr, stride_qb, stride_qs, stride_qh,
                  out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                 DV: gl.constexpr, CHUNK: gl.constexpr):
+                 DV: gl.constexpr, CHUNK: gl.constexpr, CHAIN: gl.constexpr):
     _ss_compute(0, q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
                 kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
                 seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
                 out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)
+                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, CHAIN)
 
 
 SEESAW_NUM_WARPS = 4        # default partition (warpgroup 0); + 4 warps (warpgroup 1) + 1 loader warp
@@ -549,7 +638,7 @@ def mla_decode_seesaw_kernel(
     R, H_Q, S_Q,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    REGS1: gl.constexpr, REGS_LOAD: gl.constexpr,
+    REGS1: gl.constexpr, REGS_LOAD: gl.constexpr, CHAIN: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = one warpgroup")
@@ -589,13 +678,13 @@ def mla_decode_seesaw_kernel(
           kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
           out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-          sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+          sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, CHAIN)),
         (_ss_compute1, (q_ptr, stride_qb, stride_qs, stride_qh,
           q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
           kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
           out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-          sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+          sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, CHAIN)),
         (_ss_loader, (k_desc, v_desc, kv_smem, kr_smem, kv_ready, kv_free, bt_ptr, stride_bt, seqlens_ptr,
                       meta_ptr, part, PAGE, CHUNK, NCHUNK)),
     ], [4, 1], [REGS1, REGS_LOAD])

@@ -19,6 +19,9 @@ CONFIG_SMALL = (True, False, True)     # one row block (R <= 64): memory bound
 CONFIG_LARGE = (True, True, True)      # several row blocks: compute bound
 CONFIG_OVERRIDE = None
 SEESAW = "seesaw"                      # warp-specialized seesaw kernel (kernel.mla_decode_seesaw_kernel)
+SEESAW2 = "seesaw2"                    # same kernel, true seesaw order (CHAIN=1: softmax(n+1) before P V(n))
+SEESAW3 = "seesaw3"                    # CHAIN=2: as SEESAW2, but P V(n) is issued before softmax(n+1)
+_SEESAW_CHAIN = {SEESAW: 0, SEESAW2: 1, SEESAW3: 2}
 
 
 def pick_config(rows: int):
@@ -100,9 +103,9 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     k_desc, v_desc = make_descriptors(k_cache)
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
-    if cfg == SEESAW:
+    if cfg in _SEESAW_CHAIN:
         key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-               bool(causal), SEESAW,
+               bool(causal), cfg,
                alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
         with torch.cuda.device(q.device):
             _launch_seesaw(key, grid,
@@ -117,7 +120,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                 rows, h_q, s_q,
                 CAUSAL=bool(causal) and s_q > 1,
                 BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
-                REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1],
+                REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],
                 num_warps=K.SEESAW_NUM_WARPS, maxnreg=K.SEESAW_MAXNREG,
             )
         return
