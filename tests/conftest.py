@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+# FlashMLA's metric (its tests' ``cal_diff``): 1 - 2<x,y> / (|x|^2 + |y|^2) in float64; it is bounded below by
+# 1 - cos_sim, so ``< 1e-5`` implies ``1 - cos_sim < 1e-5``.
+from flash_mla.bench import cos_diff  # noqa: F401  (re-exported to the tests)
+
 D = 576           # q / k head dim (512 latent + 64 rope)
 DV = 512          # v head dim
 SENTINEL_PAGE = 2147480000   # block-table entries past a sequence's last page (never to be read)
@@ -73,14 +77,6 @@ def make_problem(seqlens, *, s_q=1, h_q=16, h_kv=1, page_size=64, dtype=torch.bf
 
 # ----------------------------------------------------------------------------------------------- metrics
 
-def cos_diff(x: torch.Tensor, y: torch.Tensor) -> float:
-    """FlashMLA's metric (its tests' ``cal_diff``): ``1 - 2<x,y> / (|x|^2 + |y|^2)`` in float64.
-
-    It is 0 iff x == y and is bounded below by ``1 - cos_sim``, so ``< 1e-5`` implies ``1 - cos_sim < 1e-5``.
-    """
-    x, y = x.double().flatten(), y.double().flatten()
-    denom = (x * x + y * y).sum().item()
-    return 1.0 - 2.0 * (x * y).sum().item() / max(denom, 1e-12)
 
 
 def rel_l2(x: torch.Tensor, y: torch.Tensor) -> float:

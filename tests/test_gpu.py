@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flash_mla import flash_mla_with_kvcache, get_mla_metadata, resolve_backend
-from flash_mla.bench import Config, make_inputs
+from flash_mla.bench import Config, cos_diff, make_inputs
 from flash_mla.reference import mla_decode_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -22,11 +22,6 @@ def protocol_inputs(s_k, h_q, s_q, varlen, dtype):
     """The benchmark's inputs (flash_mla.bench: varlen lengths, shuffled pages, NaN past each end)."""
     inp = make_inputs(Config(s_k, h_q, s_q, varlen), dtype, device="cuda")
     return inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
-
-
-def cos_diff(a, b):
-    a, b = a.double().flatten(), b.double().flatten()
-    return 1 - (a @ b) / (a.norm() * b.norm()).clamp_min(1e-300)
 
 
 def assert_close_flashmla(out, lse, ref_out, ref_lse, dtype):
