@@ -53,8 +53,13 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+def device_capability(device: torch.device) -> tuple[int, int]:
+    """Compute capability of a CUDA device (cached: no driver call per launch)."""
+    return _capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def pdl_supported(device: torch.device) -> bool:
     """Programmatic dependent launch: sm_90+ only, and not under Triton's interpreter."""
     if device.type != "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1":
         return False
-    return _capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9
+    return device_capability(device)[0] >= 9

@@ -8,7 +8,7 @@ import triton
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ..launch import CachedKernel, alignment_key
+from ..launch import CachedKernel, alignment_key, device_capability
 from . import kernel as K
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -28,11 +28,6 @@ def pick_config(rows: int):
     if CONFIG_OVERRIDE is not None:
         return CONFIG_OVERRIDE
     return CONFIG_SMALL if rows <= K.BLOCK_M else CONFIG_LARGE
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,7 +59,7 @@ def supports(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int) -> bool:
         return False
     if q.device.type != "cuda" or k_cache.device != q.device:
         return False
-    if _capability(q.device.index if q.device.index is not None else torch.cuda.current_device()) != (9, 0):
+    if device_capability(q.device) != (9, 0):
         return False
     if q.dtype not in _GL_DTYPE or k_cache.dtype != q.dtype or q.dim() != 4 or k_cache.dim() != 4:
         return False
@@ -103,45 +98,28 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     k_desc, v_desc = make_descriptors(k_cache)
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
-    if cfg in _SEESAW_CHAIN:
-        key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-               bool(causal), cfg,
-               alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
-        with torch.cuda.device(q.device):
-            _launch_seesaw(key, grid,
-                q, q.stride(0), q.stride(1), q.stride(2),
-                k_desc, v_desc,
-                block_table, block_table.stride(0),
-                cache_seqlens, tile_scheduler_metadata, num_splits,
-                out, lse,
-                o_accum, o_accum.stride(0), o_accum.stride(1),
-                lse_accum, lse_accum.stride(0),
-                float(softmax_scale) * K.LOG2E,
-                rows, h_q, s_q,
-                CAUSAL=bool(causal) and s_q > 1,
-                BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
-                REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],
-                num_warps=K.SEESAW_NUM_WARPS, maxnreg=K.SEESAW_MAXNREG,
-            )
-        return
-    p_smem, overlap, tma3d = cfg
+    if cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
+        launch = _launch_seesaw
+        variant = dict(REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],
+                       num_warps=K.SEESAW_NUM_WARPS, maxnreg=K.SEESAW_MAXNREG)
+    else:
+        launch = _launch
+        p_smem, overlap, tma3d = cfg
+        variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), (p_smem, overlap, tma3d),
-           alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
-        _launch(key, grid,
-            q, q.stride(0), q.stride(1), q.stride(2),
-            k_desc, v_desc,
-            block_table, block_table.stride(0),
-            cache_seqlens, tile_scheduler_metadata, num_splits,
-            out, lse,
-            o_accum, o_accum.stride(0), o_accum.stride(1),
-            lse_accum, lse_accum.stride(0),
-            float(softmax_scale) * K.LOG2E,
-            rows, h_q, s_q,
-            CAUSAL=bool(causal) and s_q > 1,
-            P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d),
-            BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
-            num_warps=K.NUM_WARPS,
-        )
+        launch(key, grid,
+               q, q.stride(0), q.stride(1), q.stride(2),
+               k_desc, v_desc,
+               block_table, block_table.stride(0),
+               cache_seqlens, tile_scheduler_metadata, num_splits,
+               out, lse,
+               o_accum, o_accum.stride(0), o_accum.stride(1),
+               lse_accum, lse_accum.stride(0),
+               float(softmax_scale) * K.LOG2E,
+               rows, h_q, s_q,
+               CAUSAL=bool(causal) and s_q > 1,
+               BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
+               **variant)
