@@ -306,7 +306,8 @@ def _ss_softmax(s, m_prev, l_i, lim, n, cols_s, sm_scale_log2, mx_smem, p_smem, 
     """Owner's softmax of page n: m = max(m_prev, rowmax S), P = exp2(S - m) -> smem, publish m and P (one arrive
     on p_ready[stage]); returns (m, exp2(m_prev - m), l * that + rowsum P)."""
     PAGE: gl.constexpr = s.shape[1]
-    visible = (n * PAGE + cols_s)[None, :] < lim[:, None]
+    cols = gl.arange(0, PAGE, layout=gl.SliceLayout(0, s.type.layout))   # re-materialised, not carried
+    visible = cols[None, :] < (lim - n * PAGE)[:, None]
     sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
     m_new = gl.maximum(m_prev, gl.max(sv, axis=1))
     m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
@@ -381,13 +382,7 @@ def _ss_compute(WG: gl.constexpr,
     end_seqlen = gl.load(meta_ptr + part * 8 + 3)
     begin_n_split = gl.load(meta_ptr + part * 8 + 4)
 
-    rows_ld = m0 + gl.arange(0, BLOCK_M, layout=ld_row)
-    cols_ld = gl.arange(0, CHUNK, layout=ld_col)
-    rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
-    cols_s = gl.arange(0, PAGE, layout=s_col)
-    tok_s = rows_s // H_Q
-    ld_row_ok = rows_ld < R
-    q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
+    cols_s = 0   # CHAIN != 0: the softmax re-materialises its column indices
 
     it = 0   # CTA page counter (stage = it % 2 = owner warpgroup)
     c = 0    # chunks processed
@@ -400,6 +395,10 @@ def _ss_compute(WG: gl.constexpr,
             # ---- Q: each warpgroup stages its share of the 9 column chunks ----
             mbarrier.wait(q_free, (c & 1) ^ 1)
             q_base = q_ptr + bi.to(gl.int64) * stride_qb
+            rows_ld = m0 + gl.arange(0, BLOCK_M, layout=ld_row)
+            cols_ld = gl.arange(0, CHUNK, layout=ld_col)
+            ld_row_ok = rows_ld < R
+            q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
             for cc in gl.static_range(NCHUNK):
                 if (cc < 5) == (WG == 0):
                     qp = q_base + q_row_off[:, None] + (cc * CHUNK + cols_ld)[None, :]
@@ -414,7 +413,7 @@ def _ss_compute(WG: gl.constexpr,
             mbarrier.wait(q_ready, c & 1)
 
             if CAUSAL:
-                lim = gl.minimum(end, L - S_Q + tok_s + 1)
+                lim = gl.minimum(end, L - S_Q + (m0 + gl.arange(0, BLOCK_M, layout=s_row)) // H_Q + 1)
             else:
                 lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
 
@@ -436,7 +435,7 @@ def _ss_compute(WG: gl.constexpr,
                             s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
                             s = warpgroup_mma(qr_smem, kr_smem.index(stage).permute((1, 0)), s, is_async=True)
                             s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
-                        key = n * PAGE + cols_s
+                        key = n * PAGE + gl.arange(0, PAGE, layout=s_col)
                         visible = key[None, :] < lim[:, None]
                         sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
                         m_new = gl.maximum(m_i, gl.max(sv, axis=1))
@@ -567,6 +566,8 @@ def _ss_compute(WG: gl.constexpr,
             rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
             cols_o = WG * HALF + gl.arange(0, HALF, layout=o_col)
             store_mask = (rows_o < R)[:, None]
+            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
+            tok_s = rows_s // H_Q
             row_ok_s = rows_s < R
             if no_split:
                 out_rows = out_ptr + (bi.to(gl.int64) * R + rows_o.to(gl.int64))[:, None] * DV + cols_o[None, :]
