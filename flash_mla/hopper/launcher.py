@@ -10,6 +10,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ..launch import CachedKernel, alignment_key, device_capability
 from . import kernel as K
+from . import ws_kernel as W
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
@@ -22,6 +23,7 @@ SEESAW = "seesaw"                      # warp-specialized seesaw kernel (kernel.
 SEESAW2 = "seesaw2"                    # same kernel, true seesaw order (CHAIN=1: softmax(n+1) before P V(n))
 SEESAW3 = "seesaw3"                    # CHAIN=2: as SEESAW2, but P V(n) is issued before softmax(n+1)
 _SEESAW_CHAIN = {SEESAW: 0, SEESAW2: 1, SEESAW3: 2}
+WS = "ws"                              # softmax warpgroup + two P.V warpgroups (ws_kernel.mla_decode_ws_kernel)
 
 
 def pick_config(rows: int):
@@ -87,6 +89,7 @@ def tma_aligned(k_cache: torch.Tensor) -> bool:
 
 _launch = CachedKernel(K.mla_decode_kernel)
 _launch_seesaw = CachedKernel(K.mla_decode_seesaw_kernel)
+_launch_ws = CachedKernel(W.mla_decode_ws_kernel)
 
 
 def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
@@ -98,7 +101,10 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     k_desc, v_desc = make_descriptors(k_cache)
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
-    if cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
+    if cfg == WS:
+        launch = _launch_ws
+        variant = dict(PV_REGS=W.PV_REGS, num_warps=W.NUM_WARPS, maxnreg=W.MAXNREG)
+    elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw
         variant = dict(REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],
                        num_warps=K.SEESAW_NUM_WARPS, maxnreg=K.SEESAW_MAXNREG)

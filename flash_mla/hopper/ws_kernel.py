@@ -1,0 +1,318 @@
+"""Warp-specialized Hopper MLA decoding kernel: one softmax warpgroup, two P·V warpgroups, one TMA warp.
+
+Why: in the lock-step kernel (``kernel.mla_decode_kernel``) both warpgroups run the same program, so the tensor
+cores idle while both do the softmax, and splitting the 64 x 64 S by columns makes each warpgroup re-read the whole
+Q tile for an N = 32 wgmma (shared-memory bound). Here the work is split by *kind* instead:
+
+* **softmax warpgroup** (default partition, 4 warps): stages the Q tile (64 x 576) in shared memory, computes the
+  full ``S = Q K^T`` of each page (N = 64 wgmma: Q read once per page), the online softmax with the running row
+  max (the only warpgroup that needs it: no cross-warpgroup reduction), writes ``P`` (bf16/fp16, into the rope
+  slot of the page's ring stage, dead after ``Q K^T``) and ``alpha = exp2(m_old - m_new)`` to shared memory,
+  then arrives on ``p_ready[stage]``. It keeps the row sums and writes ``lse``; at a chunk's end it hands
+  ``1 / l`` to the P·V warpgroups.
+* **two P·V warpgroups** (4 warps each): each owns half of the ``64 x 512`` fp32 output (64 x 256, 128 registers
+  per thread). Per page: wait ``p_ready``, ``O *= alpha``, ``O += P V[:, half]``, arrive ``kv_free``.
+* **TMA warp**: streams pages (64 x 576) through a 2-stage ring (``kv_ready`` with the byte count, ``kv_free``
+  with 2 arrivals).
+
+While the softmax warpgroup runs the softmax of page n on the CUDA cores, the tensor cores run the P·V of page
+n - 1; while the P·V warpgroups rescale O, they run ``Q K^T`` of page n + 1. Tensor work per page: 64x64x576 +
+64x512x64 (no duplicated Q reads).
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+from .kernel import _issue_page, _ss_chunk, _ss_zero_v
+
+NUM_WARPS = 4          # default partition = the softmax warpgroup
+PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
+MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
+                       # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
+
+
+@gluon.jit
+def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
+                q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
+                kv_ready, p_ready, l_ready, l_free,
+                seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, lse_ptr, lacc_ptr, stride_lacc_b,
+                sm_scale_log2, R, H_Q, S_Q,
+                CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
+                DV: gl.constexpr, CHUNK: gl.constexpr):
+    NCHUNK: gl.constexpr = D // CHUNK
+    NCHUNK_V: gl.constexpr = DV // CHUNK
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, PAGE, 16])
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
+    ld_row: gl.constexpr = gl.SliceLayout(1, ld_layout)
+    ld_col: gl.constexpr = gl.SliceLayout(0, ld_layout)
+    p_smem_layout: gl.constexpr = kr_smem.layout   # 64 x 64 tile, same swizzle as the rope slot it aliases
+
+    begin_idx = gl.load(meta_ptr + part * 8 + 0)
+    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
+    end_idx = gl.load(meta_ptr + part * 8 + 2)
+    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
+    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+
+    s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
+    it = 0   # pages of this CTA: ring stage = it % 2, phase = (it // 2) & 1
+    c = 0    # chunks of this CTA: 1/l buffer = c % 2
+    for bi in range(begin_idx, end_idx + 1):
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        no_split = (start == 0) & (end == L)
+        if (end > start) | (L == 0):
+            # ---- Q tile -> shared memory (this warpgroup is its only reader; its last S has completed) ----
+            q_base = q_ptr + bi.to(gl.int64) * stride_qb
+            rows_ld = m0 + gl.arange(0, BLOCK_M, layout=ld_row)
+            cols_ld = gl.arange(0, CHUNK, layout=ld_col)
+            ld_row_ok = rows_ld < R
+            q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
+            for cc in gl.static_range(NCHUNK):
+                qt = gl.load(q_base + q_row_off[:, None] + (cc * CHUNK + cols_ld)[None, :],
+                             mask=ld_row_ok[:, None], other=0.0)
+                if cc < NCHUNK_V:
+                    q_smem.slice(cc * CHUNK, CHUNK, dim=1).store(qt)
+                else:
+                    qr_smem.store(qt)
+            fence_async_shared()
+            gl.thread_barrier()
+
+            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
+            if CAUSAL:
+                lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
+            else:
+                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
+            m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
+            l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
+            for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
+                stage = it % 2
+                kr = kr_smem.index(stage)
+                mbarrier.wait(kv_ready.index(stage), (it // 2) & 1)
+                s = warpgroup_mma(q_smem, kv_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
+                s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
+                s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                # ---- online softmax (base 2); keys j < lim are visible ----
+                cols = gl.arange(0, PAGE, layout=s_col)
+                visible = cols[None, :] < (lim - n * PAGE)[:, None]
+                sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                m_new = gl.maximum(m_i, gl.max(sv, axis=1))
+                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = gl.exp2(m_i - m_use)
+                p = gl.exp2(sv - m_use[:, None])
+                l_i = l_i * alpha + gl.sum(p, axis=1)
+                m_i = m_new
+                # ---- publish alpha and P (P over the rope slot: Q K^T of this page is done) ----
+                ax_smem.index(stage).store(alpha)
+                kr._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout).store(p.to(dtype))
+                fence_async_shared()
+                gl.thread_barrier()
+                mbarrier.arrive(p_ready.index(stage), count=1)
+                it += 1
+
+            # ---- epilogue: 1/l to the P.V warpgroups; lse (natural log) from here ----
+            lb = c % 2
+            mbarrier.wait(l_free.index(lb), ((c // 2) & 1) ^ 1)
+            empty = l_i == 0.0
+            lx_smem.index(lb).store(gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i)))
+            gl.thread_barrier()
+            mbarrier.arrive(l_ready.index(lb), count=1)
+            lse2 = m_i + gl.log2(gl.where(empty, 1.0, l_i))
+            row_ok = rows_s < R
+            if no_split:
+                lse_fin = gl.where(empty, float("inf"), lse2 * 0.6931471805599453)
+                gl.store(lse_ptr + bi.to(gl.int64) * R + (rows_s % H_Q) * S_Q + rows_s // H_Q, lse_fin, mask=row_ok)
+            else:
+                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
+                lse_part = gl.where(empty, float("-inf"), lse2 * 0.6931471805599453)
+                gl.store(lacc_ptr + slot.to(gl.int64) * stride_lacc_b + rows_s, lse_part, mask=row_ok)
+            c += 1
+
+
+@gluon.jit
+def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
+               PAGE: gl.constexpr):
+    """The CTA's page after page ``n`` of chunk ``bi`` (pages run over the part's chunks in order; chunks with
+    no keys have none). Returns (bi, n, n_end); ``n >= n_end`` when there is none."""
+    n += 1
+    while (n >= n_end) & (bi < end_idx):
+        bi += 1
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        n = start // PAGE
+        n_end = (end + PAGE - 1) // PAGE
+    return bi, n, n_end
+
+
+@gluon.jit
+def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
+           kv_ready, kv_free, p_ready, l_ready, l_free,
+           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+           k_desc, v_desc, bt_ptr, stride_bt,
+           BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
+    """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
+    first two pages, and after each page waits for both warpgroups' P.V and refills the stage two pages ahead."""
+    HALF: gl.constexpr = DV // 2
+    NCHUNK: gl.constexpr = D // CHUNK
+    dtype: gl.constexpr = kv_smem.dtype
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HALF, 16])
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
+    o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
+    p_smem_layout: gl.constexpr = kr_smem.layout
+
+    begin_idx = gl.load(meta_ptr + part * 8 + 0)
+    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
+    end_idx = gl.load(meta_ptr + part * 8 + 2)
+    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
+    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+
+    # load cursor (warpgroup 0): the page two ahead of the one being consumed
+    lbi = begin_idx
+    ln = 0
+    ln_end = 0
+    if WG == 0:
+        L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
+                                     end_seqlen)
+        ln = start0 // PAGE - 1
+        ln_end = (end0 + PAGE - 1) // PAGE
+        for j in gl.static_range(2):
+            lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
+                                         begin_seqlen, end_seqlen, PAGE)
+            _issue_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, bt_ptr + lbi.to(gl.int64) * stride_bt, ln,
+                        ln_end, j, NCHUNK, PAGE, CHUNK, True)
+
+    it = 0
+    c = 0
+    for bi in range(begin_idx, end_idx + 1):
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        no_split = (start == 0) & (end == L)
+        if (end > start) | (L == 0):
+            acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
+            for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
+                stage = it % 2
+                ph = (it // 2) & 1
+                kv = kv_smem.index(stage)
+                mbarrier.wait(kv_ready.index(stage), ph)
+                mbarrier.wait(p_ready.index(stage), ph)
+                alpha = ax_smem.index(stage).load(o_row)
+                _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
+                acc = acc * alpha[:, None]
+                p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
+                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                gl.thread_barrier()
+                mbarrier.arrive(kv_free.index(stage), count=1)
+                if WG == 0:
+                    # both P.V done with this stage -> refill it
+                    lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
+                                                 begin_seqlen, end_seqlen, PAGE)
+                    mbarrier.wait(kv_free.index(stage), ph)
+                    fence_async_shared()
+                    _issue_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, bt_ptr + lbi.to(gl.int64) * stride_bt,
+                                ln, ln_end, stage, NCHUNK, PAGE, CHUNK, True)
+                it += 1
+
+            lb = c % 2
+            mbarrier.wait(l_ready.index(lb), (c // 2) & 1)
+            inv_l = lx_smem.index(lb).load(o_row)
+            gl.thread_barrier()
+            mbarrier.arrive(l_free.index(lb), count=1)
+            o = acc * inv_l[:, None]
+            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
+            cols_o = WG * HALF + gl.arange(0, HALF, layout=o_col)
+            store_mask = (rows_o < R)[:, None]
+            if no_split:
+                out_rows = out_ptr + (bi.to(gl.int64) * R + rows_o.to(gl.int64))[:, None] * DV + cols_o[None, :]
+                gl.store(out_rows, o.to(dtype), mask=store_mask)
+            else:
+                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
+                acc_rows = (oacc_ptr + slot.to(gl.int64) * stride_oacc_b
+                            + rows_o.to(gl.int64)[:, None] * stride_oacc_r + cols_o[None, :])
+                gl.store(acc_rows, o, mask=store_mask)
+            c += 1
+
+
+@gluon.jit
+def _ws_pv0(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+            seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+            k_desc, v_desc, bt_ptr, stride_bt,
+            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
+    _ws_pv(0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
+
+
+@gluon.jit
+def _ws_pv1(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+            seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+            k_desc, v_desc, bt_ptr, stride_bt,
+            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
+    _ws_pv(1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
+
+
+@gluon.jit
+def mla_decode_ws_kernel(
+    q_ptr, stride_qb, stride_qs, stride_qh,
+    k_desc, v_desc,
+    bt_ptr, stride_bt,
+    seqlens_ptr, meta_ptr, num_splits_ptr,
+    out_ptr, lse_ptr,
+    oacc_ptr, stride_oacc_b, stride_oacc_r,
+    lacc_ptr, stride_lacc_b,
+    sm_scale_log2,
+    R, H_Q, S_Q,
+    CAUSAL: gl.constexpr,
+    BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+    PV_REGS: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
+    dtype: gl.constexpr = k_desc.dtype
+    part = gl.program_id(2)
+    m0 = gl.program_id(0) * BLOCK_M
+
+    # shared memory: Q 72 KB + 2 x 72 KB page ring (P aliased on each stage's rope slot) + 1 KB of vectors
+    smem_layout: gl.constexpr = k_desc.layout
+    vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
+    qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
+    kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
+    kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
+    ax_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # alpha per ring stage
+    lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # 1/l per chunk parity
+    kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    l_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(kv_ready.index(i), count=1)
+        mbarrier.init(kv_free.index(i), count=2)
+        mbarrier.init(p_ready.index(i), count=1)
+        mbarrier.init(l_ready.index(i), count=1)
+        mbarrier.init(l_free.index(i), count=2)
+    fence_async_shared()
+
+    gl.warp_specialize([
+        (_ws_softmax, (q_ptr, stride_qb, stride_qs, stride_qh,
+                       q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
+                       kv_ready, p_ready, l_ready, l_free,
+                       seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, lse_ptr, lacc_ptr, stride_lacc_b,
+                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+        (_ws_pv0, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                   seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b,
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
+        (_ws_pv1, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                   seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b,
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
+    ], [4, 4], [PV_REGS, PV_REGS])
