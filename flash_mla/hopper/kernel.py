@@ -35,6 +35,20 @@ LOG2E = 1.4426950408889634
 
 
 @gluon.jit
+def _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage,
+                   NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+    """TMA cache page ``page`` (nothing unless ``ok``) into ring ``stage``: the 512 latent columns as one
+    8 x 64 x 64 box of the chunk-major view into ``kv_smem[stage]``, the 64 rope columns into ``kr_smem[stage]``;
+    one mbarrier carries the byte count."""
+    row = page * PAGE
+    bar = bars.index(stage)
+    mbarrier.expect(bar, NCHUNK * PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8, pred=ok)
+    dst = kv_smem.index(stage)._reinterpret(v_desc.dtype, v_desc.block_type.shape, v_desc.layout)
+    tma.async_copy_global_to_shared(v_desc, [0, row, 0], bar, dst, pred=ok)
+    tma.async_copy_global_to_shared(k_desc, [row, (NCHUNK - 1) * CHUNK], bar, kr_smem.index(stage), pred=ok)
+
+
+@gluon.jit
 def _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row_ptr, n, n_end, stage,
                 NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, TMA3D: gl.constexpr):
     """TMA page ``n`` of the sequence (nothing when ``n >= n_end``) into ring ``stage``: the 512 latent columns

@@ -28,7 +28,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .kernel import _issue_page, _ss_chunk, _ss_zero_v
+from .kernel import _issue_page_at, _ss_chunk, _ss_zero_v
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
@@ -88,8 +88,10 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
             rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
             if CAUSAL:
                 lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
+                lim_lo = gl.minimum(end, L - S_Q + m0 // H_Q + 1)   # smallest lim of the tile (row m0)
             else:
                 lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
+                lim_lo = end
             m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
@@ -100,9 +102,12 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 # ---- online softmax (base 2); keys j < lim are visible ----
-                cols = gl.arange(0, PAGE, layout=s_col)
-                visible = cols[None, :] < (lim - n * PAGE)[:, None]
-                sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                if (n + 1) * PAGE <= lim_lo:
+                    sv = s * sm_scale_log2                 # every key of the page is visible to every row
+                else:
+                    cols = gl.arange(0, PAGE, layout=s_col)
+                    visible = cols[None, :] < (lim - n * PAGE)[:, None]
+                    sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
                 m_new = gl.maximum(m_i, gl.max(sv, axis=1))
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_i - m_use)
@@ -174,20 +179,23 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     end_seqlen = gl.load(meta_ptr + part * 8 + 3)
     begin_n_split = gl.load(meta_ptr + part * 8 + 4)
 
-    # load cursor (warpgroup 0): the page two ahead of the one being consumed
+    # load cursor (warpgroup 0): the next page to load and its block-table entry, read one page ahead so that
+    # the global load is off the path from "stage free" to "TMA issued"
     lbi = begin_idx
     ln = 0
     ln_end = 0
+    lpage = 0
     if WG == 0:
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
-        ln = start0 // PAGE - 1
-        ln_end = (end0 + PAGE - 1) // PAGE
+        lbi, ln, ln_end = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx, seqlens_ptr,
+                                     meta_ptr, part, begin_idx, begin_seqlen, end_seqlen, PAGE)
+        lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
         for j in gl.static_range(2):
+            _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE, CHUNK)
             lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                          begin_seqlen, end_seqlen, PAGE)
-            _issue_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, bt_ptr + lbi.to(gl.int64) * stride_bt, ln,
-                        ln_end, j, NCHUNK, PAGE, CHUNK, True)
+            lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
 
     it = 0
     c = 0
@@ -211,13 +219,14 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 gl.thread_barrier()
                 mbarrier.arrive(kv_free.index(stage), count=1)
                 if WG == 0:
-                    # both P.V done with this stage -> refill it
-                    lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                                 begin_seqlen, end_seqlen, PAGE)
+                    # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
-                    _issue_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, bt_ptr + lbi.to(gl.int64) * stride_bt,
-                                ln, ln_end, stage, NCHUNK, PAGE, CHUNK, True)
+                    _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                   NCHUNK, PAGE, CHUNK)
+                    lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
+                                                 begin_seqlen, end_seqlen, PAGE)
+                    lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
                 it += 1
 
             lb = c % 2
