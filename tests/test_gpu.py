@@ -78,3 +78,21 @@ def test_edge_lengths_pages(page, s_q, h_q, causal):
         assert not out.isnan().any(), backend
         torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
         torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("cfg", ["small", "large"])
+@pytest.mark.parametrize("s_k,h_q,s_q,varlen", [(4096, 16, 1, True), (4096, 128, 2, True), (8192, 64, 2, False)])
+def test_hopper_lockstep_variants(cfg, s_k, h_q, s_q, varlen):
+    """The lock-step kernel (kernel.mla_decode_kernel) stays selectable via launcher.CONFIG_OVERRIDE."""
+    q, kc, bt, seqlens = protocol_inputs(s_k, h_q, s_q, varlen, torch.bfloat16)
+    if resolve_backend(q, kc, 512) != "hopper":
+        pytest.skip("needs the Hopper backend")
+    import flash_mla.hopper.launcher as hl
+    meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1)
+    ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
+    hl.CONFIG_OVERRIDE = hl.CONFIG_SMALL if cfg == "small" else hl.CONFIG_LARGE
+    try:
+        out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
+    finally:
+        hl.CONFIG_OVERRIDE = None
+    assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)

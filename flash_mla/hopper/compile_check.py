@@ -50,6 +50,22 @@ def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = Tr
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": K.NUM_WARPS})
 
 
+def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True):
+    """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
+    from . import ws_kernel as W
+    gl_dtype = _GL[dtype_str]
+    layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
+    sig = _sig(dtype_str, layout)
+    for name in ("P_SMEM", "OVERLAP", "TMA3D"):
+        sig.pop(name)
+    sig["PV_REGS"] = "constexpr"
+    consts = {"CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
+              "CHUNK": K.CHUNK, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS}
+    src = GluonASTSource(W.mla_decode_ws_kernel, sig, consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
+
+
 def ptxas_stats(ptx: str) -> tuple[int, int, int]:
     """(registers, spill-store bytes, spill-load bytes) from ``ptxas -v`` (bundled with Triton) on the PTX."""
     import os
@@ -85,6 +101,10 @@ def stats(compiled) -> dict:
 
 if __name__ == "__main__":
     import time
+    for dt in ("bf16", "fp16"):
+        for causal in (False, True):
+            t = time.time()
+            print("ws", dt, f"causal={causal}", stats(compile_sm90_ws(dt, causal)), f"{time.time() - t:.1f}s")
     for p_smem, overlap, tma3d in ((True, False, False), (True, True, False), (True, False, True),
                                    (True, True, True), (False, False, False)):
         for dt in ("bf16", "fp16"):

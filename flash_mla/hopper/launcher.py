@@ -14,8 +14,8 @@ from . import ws_kernel as W
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
-# (P through shared memory, overlap P V with the next Q K^T, one 3-D TMA box for the latent part)
-# by number of 64-row query blocks. Override for experiments: set CONFIG_OVERRIDE.
+# Lock-step kernel configs (P through shared memory, overlap P V with the next Q K^T, one 3-D TMA box for the
+# latent part), used as the default before the warp-specialized kernel. Override for experiments: CONFIG_OVERRIDE.
 CONFIG_SMALL = (True, False, True)     # one row block (R <= 64): memory bound
 CONFIG_LARGE = (True, True, True)      # several row blocks: compute bound
 CONFIG_OVERRIDE = None
@@ -27,9 +27,11 @@ WS = "ws"                              # softmax warpgroup + two P.V warpgroups 
 
 
 def pick_config(rows: int):
+    """The warp-specialized kernel for every shape: measured faster than the lock-step kernel in all 32
+    benchmark configs on H100 (docs/perf-notes.md). CONFIG_SMALL / CONFIG_LARGE select the lock-step kernel."""
     if CONFIG_OVERRIDE is not None:
         return CONFIG_OVERRIDE
-    return CONFIG_SMALL if rows <= K.BLOCK_M else CONFIG_LARGE
+    return WS
 
 
 @functools.lru_cache(maxsize=None)

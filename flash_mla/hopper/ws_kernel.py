@@ -40,7 +40,7 @@ MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocat
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv_ready, p_ready, l_ready, l_free,
-                seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, lse_ptr, lacc_ptr, stride_lacc_b,
+                seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
                 DV: gl.constexpr, CHUNK: gl.constexpr):
@@ -56,6 +56,8 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
     ld_col: gl.constexpr = gl.SliceLayout(0, ld_layout)
     p_smem_layout: gl.constexpr = kr_smem.layout   # 64 x 64 tile, same swizzle as the rope slot it aliases
 
+    part = gl.program_id(2)
+    m0 = gl.program_id(0) * BLOCK_M
     begin_idx = gl.load(meta_ptr + part * 8 + 0)
     begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
     end_idx = gl.load(meta_ptr + part * 8 + 2)
@@ -158,7 +160,7 @@ def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, be
 @gluon.jit
 def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            kv_ready, kv_free, p_ready, l_ready, l_free,
-           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+           seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
@@ -173,6 +175,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
     p_smem_layout: gl.constexpr = kr_smem.layout
 
+    part = gl.program_id(2)
+    m0 = gl.program_id(0) * BLOCK_M
     begin_idx = gl.load(meta_ptr + part * 8 + 0)
     begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
     end_idx = gl.load(meta_ptr + part * 8 + 2)
@@ -251,21 +255,21 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
 
 @gluon.jit
 def _ws_pv0(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-            seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
             k_desc, v_desc, bt_ptr, stride_bt,
             BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
     _ws_pv(0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+           seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
 
 
 @gluon.jit
 def _ws_pv1(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-            seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
             k_desc, v_desc, bt_ptr, stride_bt,
             BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
     _ws_pv(1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+           seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
 
 
@@ -287,8 +291,6 @@ def mla_decode_ws_kernel(
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
     dtype: gl.constexpr = k_desc.dtype
-    part = gl.program_id(2)
-    m0 = gl.program_id(0) * BLOCK_M
 
     # shared memory: Q 72 KB + 2 x 72 KB page ring (P aliased on each stage's rope slot) + 1 KB of vectors
     smem_layout: gl.constexpr = k_desc.layout
@@ -316,12 +318,12 @@ def mla_decode_ws_kernel(
         (_ws_softmax, (q_ptr, stride_qb, stride_qs, stride_qh,
                        q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                        kv_ready, p_ready, l_ready, l_free,
-                       seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, lse_ptr, lacc_ptr, stride_lacc_b,
+                       seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
         (_ws_pv0, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-                   seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b,
+                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
         (_ws_pv1, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-                   seqlens_ptr, meta_ptr, num_splits_ptr, part, m0, out_ptr, oacc_ptr, stride_oacc_b,
+                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
     ], [4, 4], [PV_REGS, PV_REGS])
