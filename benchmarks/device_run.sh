@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|sweep|sanitize|latency|bench]...   (default: tests bench)
+#   bash benchmarks/device_run.sh [tests|sweep|sanitize|consan|latency|bench]...   (default: tests bench)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export FLASH_MLA_COMMIT=${FLASH_MLA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+export FLASH_MLA_COMMIT=${FLASH_MLA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}   # pass it: the device copy may carry a stale .git
 steps=${*:-tests bench}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
@@ -17,6 +17,8 @@ for step in $steps; do
                 compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_small.py \
                   > "$OUT/sanitize_$tool.log" 2>&1; echo "compute-sanitizer $tool: exit $?"; tail -n 3 "$OUT/sanitize_$tool.log"
               done ;;
+    consan) TRITON_INSTRUMENTATION_MODE=consan python3 benchmarks/sanitize_small.py > "$OUT/consan.log" 2>&1
+            echo "triton consan: exit $?"; tail -n 5 "$OUT/consan.log" ;;
     latency) python3 benchmarks/compile_latency.py 2>&1 | tee "$OUT/latency.log"
              python3 benchmarks/host_overhead.py --profile > "$OUT/host.log" 2>&1; grep "host time" "$OUT/host.log" ;;
     sweep) python3 benchmarks/triton_sweep.py 2>&1 | tee "$OUT/sweep.log" | grep BEST ;;

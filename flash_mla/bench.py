@@ -231,6 +231,9 @@ def run_config(cfg: Config, dtype: torch.dtype, device, backend: str | None = No
 # ---------------------------------------------------------------- report
 
 def git_commit() -> str:
+    """FLASH_MLA_COMMIT if set (the device copy of the tree may carry a stale .git), else git's HEAD."""
+    if os.environ.get("FLASH_MLA_COMMIT"):
+        return os.environ["FLASH_MLA_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
                              cwd=Path(__file__).resolve().parent)
@@ -238,7 +241,7 @@ def git_commit() -> str:
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("FLASH_MLA_COMMIT") or "unknown"
+    return "unknown"
 
 
 def device_name(device) -> str:
