@@ -1,4 +1,4 @@
-"""Warp-specialized Hopper MLA decoding kernel: one softmax warpgroup, two P·V warpgroups, one TMA warp.
+"""Warp-specialized Hopper MLA decoding kernel: one softmax warpgroup and two P·V warpgroups (default).
 
 Why: in the lock-step kernel (``kernel.mla_decode_kernel``) both warpgroups run the same program, so the tensor
 cores idle while both do the softmax, and splitting the 64 x 64 S by columns makes each warpgroup re-read the whole
@@ -12,8 +12,8 @@ Q tile for an N = 32 wgmma (shared-memory bound). Here the work is split by *kin
   ``1 / l`` to the P·V warpgroups.
 * **two P·V warpgroups** (4 warps each): each owns half of the ``64 x 512`` fp32 output (64 x 256, 128 registers
   per thread). Per page: wait ``p_ready``, ``O *= alpha``, ``O += P V[:, half]``, arrive ``kv_free``.
-* **TMA warp**: streams pages (64 x 576) through a 2-stage ring (``kv_ready`` with the byte count, ``kv_free``
-  with 2 arrivals).
+  P·V warpgroup 0 also streams pages (64 x 576) through the 2-stage TMA ring (``kv_ready`` with the byte count,
+  ``kv_free`` with 2 arrivals); a separate 1-warp producer does not fit (see ``MAXNREG``).
 
 While the softmax warpgroup runs the softmax of page n on the CUDA cores, the tensor cores run the P·V of page
 n - 1; while the P·V warpgroups rescale O, they run ``Q K^T`` of page n + 1. Tensor work per page: 64x64x576 +
