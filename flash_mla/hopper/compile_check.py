@@ -16,10 +16,10 @@ from . import kernel as K
 SMEM_LIMIT = 232448  # 227 KB opt-in shared memory per block on H100
 
 
-def _sig(dtype_str: str, layout, v_boxes: int = K.HEAD_DIM_V // K.CHUNK) -> dict:
+def _sig(dtype_str: str, layout) -> dict:
     ptr = f"*{dtype_str}"
     desc = f"tensordesc<{dtype_str}[{K.PAGE}, {K.CHUNK}],{layout!r}>"
-    nv = v_boxes
+    nv = K.HEAD_DIM_V // K.CHUNK
     layout3 = gl.NVMMASharedLayout.get_default_for([nv, K.PAGE, K.CHUNK], _GL[dtype_str])
     vdesc = f"tensordesc<{dtype_str}[{nv}, {K.PAGE}, {K.CHUNK}],{layout3!r}>"
     return {
@@ -55,8 +55,7 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True):
     from . import ws_kernel as W
     gl_dtype = _GL[dtype_str]
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
-    sig = _sig(dtype_str, layout, v_boxes=K.HEAD_DIM_V // K.CHUNK // 2)
-    sig["vh_desc"] = sig.pop("v_desc")
+    sig = _sig(dtype_str, layout)
     for name in ("P_SMEM", "OVERLAP", "TMA3D"):
         sig.pop(name)
     sig["PV_REGS"] = "constexpr"

@@ -44,24 +44,6 @@ def _smem_layout_3d(torch_dtype):
     return gl.NVMMASharedLayout.get_default_for([K.HEAD_DIM_V // K.CHUNK, K.PAGE, K.CHUNK], _GL_DTYPE[torch_dtype])
 
 
-@functools.lru_cache(maxsize=None)
-def _smem_layout_half(torch_dtype):
-    return gl.NVMMASharedLayout.get_default_for([K.HEAD_DIM_V // K.CHUNK // 2, K.PAGE, K.CHUNK],
-                                                _GL_DTYPE[torch_dtype])
-
-
-def make_descriptors_half(k_cache):
-    """For the warp-specialized kernel: ``k_desc`` as in ``make_descriptors`` (it loads the rope box) and
-    ``vh_desc``, the chunk-major latent view with a 4 x 64 x 64 box: one half (256 columns) of a page."""
-    rows = k_cache.shape[0] * K.PAGE
-    rs = k_cache.stride(1)
-    k_desc = TensorDescriptor(k_cache, [rows, K.HEAD_DIM], [rs, 1], [K.PAGE, K.CHUNK], _smem_layout(k_cache.dtype))
-    nv = K.HEAD_DIM_V // K.CHUNK
-    vh_desc = TensorDescriptor(k_cache, [nv, rows, K.CHUNK], [K.CHUNK, rs, 1], [nv // 2, K.PAGE, K.CHUNK],
-                               _smem_layout_half(k_cache.dtype))
-    return k_desc, vh_desc
-
-
 def make_descriptors(k_cache):
     """TMA descriptors over the cache: ``k_desc`` views it as ``[num_blocks*64, 576]`` (box 64 x 64);
     ``v_desc`` views its latent part chunk-major as ``[8, num_blocks*64, 64]`` (box 8 x 64 x 64), whose box
@@ -118,9 +100,9 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     b, s_q, h_q, d = q.shape
     rows = s_q * h_q
     num_parts = tile_scheduler_metadata.shape[0]
-    cfg = pick_config(rows)
-    k_desc, v_desc = make_descriptors_half(k_cache) if cfg == WS else make_descriptors(k_cache)
+    k_desc, v_desc = make_descriptors(k_cache)
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
+    cfg = pick_config(rows)
     if cfg == WS:
         launch = _launch_ws
         variant = dict(PV_REGS=W.PV_REGS, num_warps=W.NUM_WARPS, maxnreg=W.MAXNREG)

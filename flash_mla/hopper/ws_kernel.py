@@ -24,12 +24,11 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
-    tma,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
 
-from .kernel import _ss_chunk, _ss_zero_v
+from .kernel import _issue_page_at, _ss_chunk, _ss_zero_v
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
@@ -38,26 +37,8 @@ MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocat
 
 
 @gluon.jit
-def _issue_half(vh_desc, kvh_smem, kv_ready, page, ok, stage, WG: gl.constexpr, PAGE: gl.constexpr):
-    """TMA latent columns WG*256 .. +255 of cache page ``page`` (one 4 x 64 x 64 box of the chunk-major view)
-    into ring piece ``kvh_smem[2*stage + WG]``; barrier ``kv_ready[3*stage + WG]`` carries the byte count."""
-    bar = kv_ready.index(3 * stage + WG)
-    mbarrier.expect(bar, vh_desc.block_type.nbytes, pred=ok)
-    dst = kvh_smem.index(2 * stage + WG)._reinterpret(vh_desc.dtype, vh_desc.block_type.shape, vh_desc.layout)
-    tma.async_copy_global_to_shared(vh_desc, [WG * vh_desc.block_type.shape[0], page * PAGE, 0], bar, dst, pred=ok)
-
-
-@gluon.jit
-def _issue_rope(k_desc, kr_smem, kv_ready, page, ok, stage, PAGE: gl.constexpr, DV: gl.constexpr):
-    """TMA the 64 rope columns of cache page ``page`` into ``kr_smem[stage]``; barrier ``kv_ready[3*stage + 2]``."""
-    bar = kv_ready.index(3 * stage + 2)
-    mbarrier.expect(bar, k_desc.block_type.nbytes, pred=ok)
-    tma.async_copy_global_to_shared(k_desc, [page * PAGE, DV], bar, kr_smem.index(stage), pred=ok)
-
-
-@gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
-                q_smem, qr_smem, kvh_smem, kr_smem, ax_smem, lx_smem,
+                q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv_ready, p_ready, l_ready, l_free,
                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
@@ -100,7 +81,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 qt = gl.load(q_base + q_row_off[:, None] + (cc * CHUNK + cols_ld)[None, :],
                              mask=ld_row_ok[:, None], other=0.0)
                 if cc < NCHUNK_V:
-                    q_smem.index(cc // (NCHUNK_V // 2)).slice((cc % (NCHUNK_V // 2)) * CHUNK, CHUNK, dim=1).store(qt)
+                    q_smem.slice(cc * CHUNK, CHUNK, dim=1).store(qt)
                 else:
                     qr_smem.store(qt)
             fence_async_shared()
@@ -117,15 +98,9 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
                 stage = it % 2
-                ph = (it // 2) & 1
                 kr = kr_smem.index(stage)
-                # S = Q K^T piece by piece, each as soon as its TMA lands (V-left, V-right, rope)
-                mbarrier.wait(kv_ready.index(3 * stage + 0), ph)
-                s = warpgroup_mma(q_smem.index(0), kvh_smem.index(2 * stage).permute((1, 0)), s, use_acc=False,
-                                  is_async=True)
-                mbarrier.wait(kv_ready.index(3 * stage + 1), ph)
-                s = warpgroup_mma(q_smem.index(1), kvh_smem.index(2 * stage + 1).permute((1, 0)), s, is_async=True)
-                mbarrier.wait(kv_ready.index(3 * stage + 2), ph)
+                mbarrier.wait(kv_ready.index(stage), (it // 2) & 1)
+                s = warpgroup_mma(q_smem, kv_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 # ---- online softmax (base 2); keys j < lim are visible ----
@@ -183,16 +158,16 @@ def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, be
 
 
 @gluon.jit
-def _ws_pv(WG: gl.constexpr, kvh_smem, kr_smem, ax_smem, lx_smem,
+def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-           k_desc, vh_desc, bt_ptr, stride_bt,
+           k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
-    """P.V warpgroup ``WG`` (output columns WG*256 .. +255). It is the only reader of its V half after the
-    softmax warpgroup's Q K^T, so once its P.V of page n is done it refills that half with page n + 2 itself;
-    warpgroup 0 also refills the rope piece (P of page n lives there) once warpgroup 1 is done with it."""
+    """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
+    first two pages, and after each page waits for both warpgroups' P.V and refills the stage two pages ahead."""
     HALF: gl.constexpr = DV // 2
-    dtype: gl.constexpr = kvh_smem.dtype
+    NCHUNK: gl.constexpr = D // CHUNK
+    dtype: gl.constexpr = kv_smem.dtype
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HALF, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -208,20 +183,23 @@ def _ws_pv(WG: gl.constexpr, kvh_smem, kr_smem, ax_smem, lx_smem,
     end_seqlen = gl.load(meta_ptr + part * 8 + 3)
     begin_n_split = gl.load(meta_ptr + part * 8 + 4)
 
-    # load cursor: the next page to load and its block-table entry, read one page ahead so that the global
-    # load is off the path from "piece free" to "TMA issued"
-    L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
-                                 end_seqlen)
-    lbi, ln, ln_end = _next_page(begin_idx, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx, seqlens_ptr,
-                                 meta_ptr, part, begin_idx, begin_seqlen, end_seqlen, PAGE)
-    lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
-    for j in gl.static_range(2):
-        _issue_half(vh_desc, kvh_smem, kv_ready, lpage, ln < ln_end, j, WG, PAGE)
-        if WG == 0:
-            _issue_rope(k_desc, kr_smem, kv_ready, lpage, ln < ln_end, j, PAGE, DV)
-        lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                     begin_seqlen, end_seqlen, PAGE)
+    # load cursor (warpgroup 0): the next page to load and its block-table entry, read one page ahead so that
+    # the global load is off the path from "stage free" to "TMA issued"
+    lbi = begin_idx
+    ln = 0
+    ln_end = 0
+    lpage = 0
+    if WG == 0:
+        L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
+                                     end_seqlen)
+        lbi, ln, ln_end = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx, seqlens_ptr,
+                                     meta_ptr, part, begin_idx, begin_seqlen, end_seqlen, PAGE)
         lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
+        for j in gl.static_range(2):
+            _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE, CHUNK)
+            lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
+                                         begin_seqlen, end_seqlen, PAGE)
+            lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
 
     it = 0
     c = 0
@@ -233,28 +211,26 @@ def _ws_pv(WG: gl.constexpr, kvh_smem, kr_smem, ax_smem, lx_smem,
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
                 stage = it % 2
                 ph = (it // 2) & 1
-                kv = kvh_smem.index(2 * stage + WG)
-                mbarrier.wait(kv_ready.index(3 * stage + WG), ph)
+                kv = kv_smem.index(stage)
+                mbarrier.wait(kv_ready.index(stage), ph)
                 mbarrier.wait(p_ready.index(stage), ph)
                 alpha = ax_smem.index(stage).load(o_row)
-                _ss_zero_v(kv, end - n * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
+                _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                 acc = acc * alpha[:, None]
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                acc = warpgroup_mma(p_smem, kv, acc, is_async=True)
+                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 gl.thread_barrier()
-                # our V half of this stage is free: refill it with the page two ahead
-                fence_async_shared()
-                ok = ln < ln_end
-                _issue_half(vh_desc, kvh_smem, kv_ready, lpage, ok, stage, WG, PAGE)
-                if WG == 1:
-                    mbarrier.arrive(kv_free.index(stage), count=1)    # done with P (rope piece)
-                else:
+                mbarrier.arrive(kv_free.index(stage), count=1)
+                if WG == 0:
+                    # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
-                    _issue_rope(k_desc, kr_smem, kv_ready, lpage, ok, stage, PAGE, DV)
-                lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                             begin_seqlen, end_seqlen, PAGE)
-                lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
+                    fence_async_shared()
+                    _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                   NCHUNK, PAGE, CHUNK)
+                    lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
+                                                 begin_seqlen, end_seqlen, PAGE)
+                    lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
                 it += 1
 
             lb = c % 2
@@ -278,29 +254,29 @@ def _ws_pv(WG: gl.constexpr, kvh_smem, kr_smem, ax_smem, lx_smem,
 
 
 @gluon.jit
-def _ws_pv0(kvh_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+def _ws_pv0(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
             seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-            k_desc, vh_desc, bt_ptr, stride_bt,
+            k_desc, v_desc, bt_ptr, stride_bt,
             BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
-    _ws_pv(0, kvh_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+    _ws_pv(0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-           k_desc, vh_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
+           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
 
 
 @gluon.jit
-def _ws_pv1(kvh_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+def _ws_pv1(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
             seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-            k_desc, vh_desc, bt_ptr, stride_bt,
+            k_desc, v_desc, bt_ptr, stride_bt,
             BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
-    _ws_pv(1, kvh_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+    _ws_pv(1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-           k_desc, vh_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
+           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
 
 
 @gluon.jit
 def mla_decode_ws_kernel(
     q_ptr, stride_qb, stride_qs, stride_qh,
-    k_desc, vh_desc,
+    k_desc, v_desc,
     bt_ptr, stride_bt,
     seqlens_ptr, meta_ptr, num_splits_ptr,
     out_ptr, lse_ptr,
@@ -319,21 +295,20 @@ def mla_decode_ws_kernel(
     # shared memory: Q 72 KB + 2 x 72 KB page ring (P aliased on each stage's rope slot) + 1 KB of vectors
     smem_layout: gl.constexpr = k_desc.layout
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
-    q_smem = gl.allocate_shared_memory(dtype, [2, BLOCK_M, DV // 2], smem_layout)       # Q latent, two halves
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
     qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
-    kvh_smem = gl.allocate_shared_memory(dtype, [4, PAGE, DV // 2], smem_layout)    # [2 * stage + half]
+    kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
     kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
     ax_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # alpha per ring stage
     lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # 1/l per chunk parity
-    kv_ready = gl.allocate_shared_memory(gl.int64, [6, 1], mbarrier.MBarrierLayout())    # [3 * stage + piece]
+    kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(6):
-        mbarrier.init(kv_ready.index(i), count=1)
     for i in gl.static_range(2):
-        mbarrier.init(kv_free.index(i), count=1)
+        mbarrier.init(kv_ready.index(i), count=1)
+        mbarrier.init(kv_free.index(i), count=2)
         mbarrier.init(p_ready.index(i), count=1)
         mbarrier.init(l_ready.index(i), count=1)
         mbarrier.init(l_free.index(i), count=2)
@@ -341,14 +316,14 @@ def mla_decode_ws_kernel(
 
     gl.warp_specialize([
         (_ws_softmax, (q_ptr, stride_qb, stride_qs, stride_qh,
-                       q_smem, qr_smem, kvh_smem, kr_smem, ax_smem, lx_smem,
+                       q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
-        (_ws_pv0, (kvh_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+        (_ws_pv0, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, vh_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
-        (_ws_pv1, (kvh_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
+        (_ws_pv1, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, vh_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
     ], [4, 4], [PV_REGS, PV_REGS])
