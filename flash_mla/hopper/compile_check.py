@@ -50,7 +50,7 @@ def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = Tr
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": K.NUM_WARPS})
 
 
-def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True):
+def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
     gl_dtype = _GL[dtype_str]
@@ -59,8 +59,12 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True):
     for name in ("P_SMEM", "OVERLAP", "TMA3D"):
         sig.pop(name)
     sig["PV_REGS"] = "constexpr"
-    consts = {"CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
+    sig["TRACE"] = "constexpr"
+    sig = {**{k: v for k, v in sig.items() if k not in ("CAUSAL",) and not v == "constexpr"}, "trace_ptr": "*i64",
+           **{k: v for k, v in sig.items() if k == "CAUSAL" or v == "constexpr"}}
+    consts = {"TRACE": False, "CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
               "CHUNK": K.CHUNK, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS}
+    consts.update(overrides)
     src = GluonASTSource(W.mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})

@@ -105,7 +105,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     cfg = pick_config(rows)
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, num_warps=W.NUM_WARPS, maxnreg=W.MAXNREG)
+        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
+                       maxnreg=W.MAXNREG)
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw
         variant = dict(REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],
@@ -116,7 +117,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), cfg, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, W.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),
@@ -128,6 +129,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                lse_accum, lse_accum.stride(0),
                float(softmax_scale) * K.LOG2E,
                rows, h_q, s_q,
+               *((W.TRACE_BUF if W.TRACE_BUF is not None else lse_accum,) if launch is _launch_ws else ()),
                CAUSAL=bool(causal) and s_q > 1,
                BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
                **variant)

@@ -32,8 +32,21 @@ from .kernel import _issue_page_at, _ss_chunk, _ss_zero_v
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
+TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
                        # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
+
+
+@gluon.jit
+def _stamp(trace_ptr, it, event: gl.constexpr, TRACE: gl.constexpr):
+    """Timing diagnostics (TRACE only): SM clock of ``event`` for page ``it`` of CTA (0, 0, 0) into trace[it, event]."""
+    if TRACE:
+        if (gl.program_id(0) == 0) & (gl.program_id(2) == 0) & (it < 256):
+            lay: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+            z = gl.full([1], 0, gl.int32, layout=lay)
+            t = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l,r", [z], dtype=gl.int64, is_pure=False,
+                                          pack=1)
+            gl.store(trace_ptr + it * 16 + event + gl.arange(0, 1, layout=lay), t)
 
 
 @gluon.jit
@@ -43,7 +56,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                DV: gl.constexpr, CHUNK: gl.constexpr):
+                DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     NCHUNK: gl.constexpr = D // CHUNK
     NCHUNK_V: gl.constexpr = DV // CHUNK
     dtype: gl.constexpr = q_smem.dtype
@@ -99,10 +112,13 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
                 stage = it % 2
                 kr = kr_smem.index(stage)
+                _stamp(trace_ptr, it, 0, TRACE)
                 mbarrier.wait(kv_ready.index(stage), (it // 2) & 1)
+                _stamp(trace_ptr, it, 1, TRACE)
                 s = warpgroup_mma(q_smem, kv_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                _stamp(trace_ptr, it, 2, TRACE)
                 # ---- online softmax (base 2); keys j < lim are visible ----
                 if (n + 1) * PAGE <= lim_lo:
                     sv = s * sm_scale_log2                 # every key of the page is visible to every row
@@ -122,6 +138,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 fence_async_shared()
                 gl.thread_barrier()
                 mbarrier.arrive(p_ready.index(stage), count=1)
+                _stamp(trace_ptr, it, 3, TRACE)
                 it += 1
 
             # ---- epilogue: 1/l to the P.V warpgroups; lse (natural log) from here ----
@@ -162,7 +179,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
-           BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
+           BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+           trace_ptr, TRACE: gl.constexpr):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
     first two pages, and after each page waits for both warpgroups' P.V and refills the stage two pages ahead."""
     HALF: gl.constexpr = DV // 2
@@ -212,14 +230,17 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 stage = it % 2
                 ph = (it // 2) & 1
                 kv = kv_smem.index(stage)
+                _stamp(trace_ptr, it, 4 + 4 * WG, TRACE)
                 mbarrier.wait(kv_ready.index(stage), ph)
                 mbarrier.wait(p_ready.index(stage), ph)
+                _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
                 alpha = ax_smem.index(stage).load(o_row)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                 acc = acc * alpha[:, None]
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
                 acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
                 mbarrier.arrive(kv_free.index(stage), count=1)
                 if WG == 0:
@@ -231,6 +252,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                  begin_seqlen, end_seqlen, PAGE)
                     lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
+                _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
                 it += 1
 
             lb = c % 2
@@ -257,20 +279,22 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
 def _ws_pv0(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
             seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
             k_desc, v_desc, bt_ptr, stride_bt,
-            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
+            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+            trace_ptr, TRACE: gl.constexpr):
     _ws_pv(0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
+           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
 
 
 @gluon.jit
 def _ws_pv1(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
             seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
             k_desc, v_desc, bt_ptr, stride_bt,
-            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr):
+            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+            trace_ptr, TRACE: gl.constexpr):
     _ws_pv(1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)
+           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
 
 
 @gluon.jit
@@ -284,9 +308,10 @@ def mla_decode_ws_kernel(
     lacc_ptr, stride_lacc_b,
     sm_scale_log2,
     R, H_Q, S_Q,
+    trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -319,11 +344,13 @@ def mla_decode_ws_kernel(
                        q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
         (_ws_pv0, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
+                   TRACE)),
         (_ws_pv1, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK)),
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
+                   TRACE)),
     ], [4, 4], [PV_REGS, PV_REGS])

@@ -1,0 +1,45 @@
+"""Per-page timeline of the warp-specialized kernel (SM clock stamps of CTA (0, 0, 0); diagnostics only).
+
+    python3 benchmarks/trace_ws.py 8192 128 2 0
+Events per page (ws_kernel._stamp): softmax 0 before kv_ready wait, 1 page ready, 2 S done, 3 P published;
+P.V warpgroup w: 4+4w before waits, 5+4w P ready, 6+4w P.V done, 7+4w after refill (w=0) / arrive (w=1).
+"""
+import sys
+
+import torch
+
+import flash_mla.hopper.ws_kernel as W
+from flash_mla import flash_mla_with_kvcache, get_mla_metadata
+from flash_mla.bench import Config, make_inputs
+
+
+def main():
+    s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
+    W.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
+    inp = make_inputs(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, device="cuda")
+    q, kc, bt, sl = inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
+    meta, splits = get_mla_metadata(sl, s_q * h_q, 1)
+    for _ in range(4):
+        flash_mla_with_kvcache(q, kc, bt, sl, 512, meta, splits, causal=True)
+    torch.cuda.synchronize()
+    t = W.TRACE_BUF.view(256, 16).cpu().long()
+    n_pages = int((t[:, 1] > 0).sum())
+    print(f"s_k={s_k} h_q={h_q} s_q={s_q}: {n_pages} pages traced (CTA 0)")
+    base = int(t[2, 1])
+    print("page | kv-wait S X | P-wait0 PV0 refill0 | P-wait1 PV1 | load(n)=ready(n)-refill(n-2) | period   (cycles)")
+    per = []
+    for n in range(2, min(n_pages, 60)):
+        r = t[n]
+        load = int(r[1] - t[n - 2, 7]) if n >= 2 else 0
+        period = int(t[n + 1, 1] - r[1]) if n + 1 < n_pages else 0
+        per.append(period)
+        print(f"{n:4d} | {int(r[1]-r[0]):6d} {int(r[2]-r[1]):5d} {int(r[3]-r[2]):5d} | {int(r[5]-r[4]):6d} "
+              f"{int(r[6]-r[5]):5d} {int(r[7]-r[6]):6d} | {int(r[9]-r[8]):6d} {int(r[10]-r[9]):5d} | {load:6d} | {period:5d}"
+              f"   [S start {int(r[1]-base):7d}, PV0 start {int(r[5]-base):7d}, PV0 end {int(r[6]-base):7d}, refill {int(r[7]-base):7d}]")
+    if per:
+        per = [p for p in per if p > 0]
+        print("median period (cycles):", sorted(per)[len(per) // 2])
+
+
+if __name__ == "__main__":
+    main()
