@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|sweep|sanitize|consan|latency|bench]...   (default: tests bench)
+#   bash benchmarks/device_run.sh [tests|sweep|sanitize|consan|trace|latency|bench]...   (default: tests bench)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
@@ -19,6 +19,8 @@ for step in $steps; do
               done ;;
     consan) TRITON_INSTRUMENTATION_MODE=consan python3 benchmarks/sanitize_small.py > "$OUT/consan.log" 2>&1
             echo "triton consan: exit $?"; tail -n 5 "$OUT/consan.log" ;;
+    trace) python3 benchmarks/trace_ws.py 8192 128 2 0 > "$OUT/trace_ws_h128s2.txt" 2>&1; tail -n 3 "$OUT/trace_ws_h128s2.txt"
+           python3 benchmarks/profile_kernels.py > "$OUT/profile_kernels.txt" 2>&1; grep -v Warn "$OUT/profile_kernels.txt" | tail -n 12 ;;
     latency) python3 benchmarks/compile_latency.py 2>&1 | tee "$OUT/latency.log"
              python3 benchmarks/host_overhead.py --profile > "$OUT/host.log" 2>&1; grep "host time" "$OUT/host.log" ;;
     sweep) python3 benchmarks/triton_sweep.py 2>&1 | tee "$OUT/sweep.log" | grep BEST ;;
