@@ -6,17 +6,14 @@ import sys
 
 import torch
 
-from flash_mla import flash_mla_with_kvcache, get_mla_metadata
-from flash_mla.bench import Config, make_inputs
+from flash_mla.bench import Config, decode_call
 
 
 def main():
     s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
-    inp = make_inputs(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, device="cuda")
-    q, kc, bt, sl = inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
-    meta, splits = get_mla_metadata(sl, s_q * h_q, 1)
+    fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
     for _ in range(5):
-        flash_mla_with_kvcache(q, kc, bt, sl, 512, meta, splits, causal=True)
+        fn()
     torch.cuda.synchronize()
 
 

@@ -203,21 +203,29 @@ def check_subset(inputs: dict, out: torch.Tensor, lse: torch.Tensor, causal: boo
                 check_ok=finite and d_out < CHECK_TOL and d_lse < CHECK_TOL)
 
 
+def decode_call(cfg: Config, dtype: torch.dtype, device, backend: str | None = None, seed: int = 0):
+    """The protocol's inputs for ``cfg`` and one decode call on them (metadata computed once, outside the call,
+    as FlashMLA's benchmark does). Returns (fn, inputs, chosen backend)."""
+    from flash_mla import flash_mla_with_kvcache, get_mla_metadata, resolve_backend
+
+    inp = make_inputs(cfg, dtype, torch.device(device), seed)
+    q, kc, bt, sl = inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
+    chosen = resolve_backend(q, kc, DV, backend)
+    meta, splits = get_mla_metadata(sl, cfg.s_q * cfg.h_q // H_KV, H_KV)
+
+    def fn():
+        return flash_mla_with_kvcache(q, kc, bt, sl, DV, meta, splits, causal=cfg.causal, backend=chosen)
+
+    return fn, inp, chosen
+
+
 def run_config(cfg: Config, dtype: torch.dtype, device, backend: str | None = None, check: bool = False,
                seed: int = 0, cpu_reps: int = 3) -> dict:
     """Times one config; returns a result row (s, h_q, s_q, varlen, ms, tflops, gbs, backend, [check fields])."""
-    from flash_mla import flash_mla_with_kvcache, get_mla_metadata, resolve_backend
-
     device = torch.device(device)
     with torch.inference_mode():
-        inp = make_inputs(cfg, dtype, device, seed)
-        q, kc, bt, sl = inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
-        chosen = resolve_backend(q, kc, DV, backend)
-        meta, splits = get_mla_metadata(sl, cfg.s_q * cfg.h_q // H_KV, H_KV)
-
-        def fn():
-            return flash_mla_with_kvcache(q, kc, bt, sl, DV, meta, splits, causal=cfg.causal, backend=chosen)
-
+        fn, inp, chosen = decode_call(cfg, dtype, device, backend, seed)
+        q = inp["q"]
         out, lse = fn()
         ms = time_ms(fn, device, cpu_reps)
         flops, nbytes = flops_bytes(cfg, sum(inp["seqlens"]), q.element_size())

@@ -16,13 +16,14 @@ from . import kernel as K
 SMEM_LIMIT = 232448  # 227 KB opt-in shared memory per block on H100
 
 
-def _sig(dtype_str: str, layout) -> dict:
+def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel) -> dict:
+    """Argument types of ``kernel`` (in its parameter order) for bf16/fp16 and the cache's TMA layout."""
     ptr = f"*{dtype_str}"
     desc = f"tensordesc<{dtype_str}[{K.PAGE}, {K.CHUNK}],{layout!r}>"
     nv = K.HEAD_DIM_V // K.CHUNK
     layout3 = gl.NVMMASharedLayout.get_default_for([nv, K.PAGE, K.CHUNK], _GL[dtype_str])
     vdesc = f"tensordesc<{dtype_str}[{nv}, {K.PAGE}, {K.CHUNK}],{layout3!r}>"
-    return {
+    types = {
         "q_ptr": ptr, "stride_qb": "i64", "stride_qs": "i64", "stride_qh": "i64",
         "k_desc": desc, "v_desc": vdesc,
         "bt_ptr": "*i32", "stride_bt": "i64",
@@ -32,9 +33,9 @@ def _sig(dtype_str: str, layout) -> dict:
         "lacc_ptr": "*fp32", "stride_lacc_b": "i64",
         "sm_scale_log2": "fp32",
         "R": "i32", "H_Q": "i32", "S_Q": "i32",
-        "CAUSAL": "constexpr", "P_SMEM": "constexpr", "OVERLAP": "constexpr", "TMA3D": "constexpr", "BLOCK_M": "constexpr", "PAGE": "constexpr",
-        "D": "constexpr", "DV": "constexpr", "CHUNK": "constexpr", "num_warps": "constexpr",
+        "trace_ptr": "*i64",
     }
+    return {name: types.get(name, "constexpr") for name in kernel.arg_names}
 
 
 _GL = {"bf16": gl.bfloat16, "fp16": gl.float16}
@@ -55,13 +56,7 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     from . import ws_kernel as W
     gl_dtype = _GL[dtype_str]
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
-    sig = _sig(dtype_str, layout)
-    for name in ("P_SMEM", "OVERLAP", "TMA3D"):
-        sig.pop(name)
-    sig["PV_REGS"] = "constexpr"
-    sig["TRACE"] = "constexpr"
-    sig = {**{k: v for k, v in sig.items() if k not in ("CAUSAL",) and not v == "constexpr"}, "trace_ptr": "*i64",
-           **{k: v for k, v in sig.items() if k == "CAUSAL" or v == "constexpr"}}
+    sig = _sig(dtype_str, layout, W.mla_decode_ws_kernel)
     consts = {"TRACE": False, "CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
               "CHUNK": K.CHUNK, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS}
     consts.update(overrides)

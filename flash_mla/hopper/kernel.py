@@ -36,26 +36,10 @@ LOG2E = 1.4426950408889634
 
 @gluon.jit
 def _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage,
-                   NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
-    """TMA cache page ``page`` (nothing unless ``ok``) into ring ``stage``: the 512 latent columns as one
-    8 x 64 x 64 box of the chunk-major view into ``kv_smem[stage]``, the 64 rope columns into ``kr_smem[stage]``;
-    one mbarrier carries the byte count."""
-    row = page * PAGE
-    bar = bars.index(stage)
-    mbarrier.expect(bar, NCHUNK * PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8, pred=ok)
-    dst = kv_smem.index(stage)._reinterpret(v_desc.dtype, v_desc.block_type.shape, v_desc.layout)
-    tma.async_copy_global_to_shared(v_desc, [0, row, 0], bar, dst, pred=ok)
-    tma.async_copy_global_to_shared(k_desc, [row, (NCHUNK - 1) * CHUNK], bar, kr_smem.index(stage), pred=ok)
-
-
-@gluon.jit
-def _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row_ptr, n, n_end, stage,
-                NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, TMA3D: gl.constexpr):
-    """TMA page ``n`` of the sequence (nothing when ``n >= n_end``) into ring ``stage``: the 512 latent columns
-    into ``kv_smem[stage]`` (8 boxes of 64 x 64, or with TMA3D one 8 x 64 x 64 box of the chunk-major view)
-    and the 64 rope columns into ``kr_smem[stage]``."""
-    ok = n < n_end
-    page = gl.load(bt_row_ptr + n, mask=ok, other=0)   # entries past the last page are never read
+                   NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, TMA3D: gl.constexpr = True):
+    """TMA cache page ``page`` (nothing unless ``ok``) into ring ``stage``: the 512 latent columns into
+    ``kv_smem[stage]`` (with TMA3D one 8 x 64 x 64 box of the chunk-major view, else 8 boxes of 64 x 64), the
+    64 rope columns into ``kr_smem[stage]``; one mbarrier carries the byte count."""
     row = page * PAGE
     bar = bars.index(stage)
     kv = kv_smem.index(stage)
@@ -68,6 +52,88 @@ def _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row_ptr, n, n_end, st
             tma.async_copy_global_to_shared(k_desc, [row, c * CHUNK], bar, kv.slice(c * CHUNK, CHUNK, dim=1),
                                             pred=ok)
     tma.async_copy_global_to_shared(k_desc, [row, (NCHUNK - 1) * CHUNK], bar, kr_smem.index(stage), pred=ok)
+
+
+@gluon.jit
+def _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row_ptr, n, n_end, stage,
+                NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, TMA3D: gl.constexpr):
+    """TMA page ``n`` of the sequence (nothing when ``n >= n_end``) into ring ``stage`` (see ``_issue_page_at``)."""
+    ok = n < n_end
+    page = gl.load(bt_row_ptr + n, mask=ok, other=0)   # entries past the last page are never read
+    _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage, NCHUNK, PAGE, CHUNK, TMA3D)
+
+
+@gluon.jit
+def _part_meta(meta_ptr, part):
+    """This scheduler part's row of tile_scheduler_metadata:
+    (begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split)."""
+    row = meta_ptr + part * 8
+    return gl.load(row + 0), gl.load(row + 1), gl.load(row + 2), gl.load(row + 3), gl.load(row + 4)
+
+
+@gluon.jit
+def _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split):
+    """Workspace slot of this part's piece of sequence ``bi`` (only read for a split sequence)."""
+    return gl.load(num_splits_ptr + bi, mask=not no_split, other=0) + gl.where(bi == begin_idx, begin_n_split, 0)
+
+
+@gluon.jit
+def _store_o(o, rows, cols, bi, no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+             DV: gl.constexpr):
+    """Normalised O rows: q-dtype ``out`` for a whole-sequence chunk, else fp32 partials at ``slot``."""
+    mask = (rows < R)[:, None]
+    if no_split:
+        out_rows = out_ptr + (bi.to(gl.int64) * R + rows.to(gl.int64))[:, None] * DV + cols[None, :]
+        gl.store(out_rows, o.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        acc_rows = (oacc_ptr + slot.to(gl.int64) * stride_oacc_b
+                    + rows.to(gl.int64)[:, None] * stride_oacc_r + cols[None, :])
+        gl.store(acc_rows, o, mask=mask)
+
+
+@gluon.jit
+def _store_lse(lse2, empty, rows, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q):
+    """Row log-sum-exp (``lse2`` in base 2; rows that saw no key: +inf in ``lse``, -inf in the partials)."""
+    row_ok = rows < R
+    if no_split:
+        gl.store(lse_ptr + bi.to(gl.int64) * R + (rows % H_Q) * S_Q + rows // H_Q,
+                 gl.where(empty, float("inf"), lse2 * 0.6931471805599453), mask=row_ok)
+    else:
+        gl.store(lacc_ptr + slot.to(gl.int64) * stride_lacc_b + rows,
+                 gl.where(empty, float("-inf"), lse2 * 0.6931471805599453), mask=row_ok)
+
+
+@gluon.jit
+def _online_softmax(sv, m_prev, l_prev):
+    """One page of the online softmax in base 2 on scaled, masked scores ``sv``: returns (m, alpha, P, l) with
+    m = max(m_prev, rowmax sv), alpha = exp2(m_prev - m), P = exp2(sv - m), l = l_prev * alpha + rowsum P
+    (rows with no visible key so far keep m = -inf and get alpha = P = 0)."""
+    m_new = gl.maximum(m_prev, gl.max(sv, axis=1))
+    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = gl.exp2(m_prev - m_use)
+    p = gl.exp2(sv - m_use[:, None])
+    return m_new, alpha, p, l_prev * alpha + gl.sum(p, axis=1)
+
+
+@gluon.jit
+def _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem,
+             ld_layout: gl.constexpr, CHUNK: gl.constexpr):
+    """Q tile of rows m0 .. m0+63 (packed s_q * h_q rows) of sequence ``bi`` -> shared memory: the latent
+    columns into ``q_smem``, the rope columns into ``qr_smem`` (rows past R read as 0). Plain loads, 64 columns
+    at a time; the caller fences and synchronises before the tensor cores read it."""
+    NCHUNK_V: gl.constexpr = q_smem.shape[1] // CHUNK
+    BLOCK_M: gl.constexpr = q_smem.shape[0]
+    q_base = q_ptr + bi.to(gl.int64) * stride_qb
+    rows_ld = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ld_layout))
+    cols_ld = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, ld_layout))
+    q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
+    for c in gl.static_range(NCHUNK_V + 1):
+        qt = gl.load(q_base + q_row_off[:, None] + (c * CHUNK + cols_ld)[None, :], mask=(rows_ld < R)[:, None],
+                     other=0.0)
+        if c < NCHUNK_V:
+            q_smem.slice(c * CHUNK, CHUNK, dim=1).store(qt)
+        else:
+            qr_smem.store(qt)
 
 
 @gluon.jit
@@ -124,8 +190,6 @@ def mla_decode_kernel(
     s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
-    ld_row: gl.constexpr = gl.SliceLayout(1, ld_layout)
-    ld_col: gl.constexpr = gl.SliceLayout(0, ld_layout)
 
     # ---- shared memory: Q 72 KB + 2 x 72 KB KV ring (+ P, aliased onto the rope slot) -----------------------
     smem_layout: gl.constexpr = k_desc.layout
@@ -140,19 +204,11 @@ def mla_decode_kernel(
         mbarrier.init(bars.index(i), count=1)
 
     # ---- this part's work ----------------------------------------------------------------------------------
-    begin_idx = gl.load(meta_ptr + part * 8 + 0)
-    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
-    end_idx = gl.load(meta_ptr + part * 8 + 2)
-    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
-    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+    begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
 
-    rows_ld = m0 + gl.arange(0, BLOCK_M, layout=ld_row)
-    cols_ld = gl.arange(0, CHUNK, layout=ld_col)
     rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
     cols_s = gl.arange(0, PAGE, layout=s_col)
     tok_s = rows_s // H_Q
-    ld_row_ok = rows_ld < R
-    q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
 
     it = 0  # pages consumed so far by this CTA: ring stage = it % 2, mbarrier phase = (it // 2) & 1
     for bi in range(begin_idx, end_idx + 1):
@@ -171,14 +227,7 @@ def mla_decode_kernel(
             _issue_page(k_desc, v_desc, kv_smem, kr_smem, bars, bt_row, n_begin + 1, n_end, (it + 1) % 2,
                         NCHUNK, PAGE, CHUNK, TMA3D)
             # Q tile -> shared memory (rows past R read as 0 and are never stored)
-            q_base = q_ptr + bi.to(gl.int64) * stride_qb
-            for c in gl.static_range(NCHUNK):
-                qp = q_base + q_row_off[:, None] + (c * CHUNK + cols_ld)[None, :]
-                qt = gl.load(qp, mask=ld_row_ok[:, None], other=0.0)
-                if c < NCHUNK_V:
-                    q_smem.slice(c * CHUNK, CHUNK, dim=1).store(qt)
-                else:
-                    qr_smem.store(qt)
+            _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK)
             fence_async_shared()
             gl.thread_barrier()
 
@@ -215,12 +264,7 @@ def mla_decode_kernel(
                 key = n * PAGE + cols_s
                 visible = key[None, :] < lim[:, None]
                 s = gl.where(visible, s * sm_scale_log2, float("-inf"))
-                m_new = gl.maximum(m_i, gl.max(s, axis=1))
-                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = gl.exp2(m_i - m_use)
-                p = gl.exp2(s - m_use[:, None])
-                l_i = l_i * alpha + gl.sum(p, axis=1)
-                m_i = m_new
+                m_i, alpha, p, l_i = _online_softmax(s, m_i, l_i)
 
                 # ---- O = alpha * O + P V ----
                 acc = acc * gl.convert_layout(alpha, o_row)[:, None]
@@ -259,23 +303,10 @@ def mla_decode_kernel(
             inv_l = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
             lse2 = m_i + gl.log2(gl.where(empty, 1.0, l_i))
             o = acc * gl.convert_layout(inv_l, o_row)[:, None]
-            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
-            cols_o = gl.arange(0, DV, layout=o_col)
-            store_mask = (rows_o < R)[:, None]
-            row_ok_s = rows_s < R
-            if no_split:
-                out_rows = out_ptr + (bi.to(gl.int64) * R + rows_o.to(gl.int64))[:, None] * DV + cols_o[None, :]
-                gl.store(out_rows, o.to(dtype), mask=store_mask)
-                lse_fin = gl.where(empty, float("inf"), lse2 * 0.6931471805599453)
-                head = rows_s % H_Q
-                gl.store(lse_ptr + bi.to(gl.int64) * R + head * S_Q + tok_s, lse_fin, mask=row_ok_s)
-            else:
-                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
-                acc_rows = (oacc_ptr + slot.to(gl.int64) * stride_oacc_b
-                        + rows_o.to(gl.int64)[:, None] * stride_oacc_r + cols_o[None, :])
-                gl.store(acc_rows, o, mask=store_mask)
-                lse_part = gl.where(empty, float("-inf"), lse2 * 0.6931471805599453)
-                gl.store(lacc_ptr + slot.to(gl.int64) * stride_lacc_b + rows_s, lse_part, mask=row_ok_s)
+            slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+            _store_o(o, m0 + gl.arange(0, BLOCK_M, layout=o_row), gl.arange(0, DV, layout=o_col), bi, no_split, slot,
+                     out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
 
     for i in gl.static_range(NUM_STAGES):
         mbarrier.invalidate(bars.index(i))
@@ -323,11 +354,7 @@ def _ss_softmax(s, m_prev, l_i, lim, n, cols_s, sm_scale_log2, mx_smem, p_smem, 
     cols = gl.arange(0, PAGE, layout=gl.SliceLayout(0, s.type.layout))   # re-materialised, not carried
     visible = cols[None, :] < (lim - n * PAGE)[:, None]
     sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
-    m_new = gl.maximum(m_prev, gl.max(sv, axis=1))
-    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = gl.exp2(m_prev - m_use)
-    p = gl.exp2(sv - m_use[:, None])
-    l_i = l_i * alpha + gl.sum(p, axis=1)
+    m_new, alpha, p, l_i = _online_softmax(sv, m_prev, l_i)
     mx_smem.index(stage).store(m_new)
     p_smem.store(p.to(dtype))
     fence_async_shared()
@@ -339,10 +366,7 @@ def _ss_softmax(s, m_prev, l_i, lim, n, cols_s, sm_scale_log2, mx_smem, p_smem, 
 @gluon.jit
 def _ss_loader(k_desc, v_desc, kv_smem, kr_smem, kv_ready, kv_free, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, part,
                PAGE: gl.constexpr, CHUNK: gl.constexpr, NCHUNK: gl.constexpr):
-    begin_idx = gl.load(meta_ptr + part * 8 + 0)
-    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
-    end_idx = gl.load(meta_ptr + part * 8 + 2)
-    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
+    begin_idx, begin_seqlen, end_idx, end_seqlen, _ = _part_meta(meta_ptr, part)
     nbytes: gl.constexpr = NCHUNK * PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8
     it = 0
     for bi in range(begin_idx, end_idx + 1):
@@ -390,11 +414,7 @@ def _ss_compute(WG: gl.constexpr,
     ld_col: gl.constexpr = gl.SliceLayout(0, ld_layout)
     p_smem_layout: gl.constexpr = kr_smem.layout   # 64 x 64 tile, same swizzle as the rope slot it aliases
 
-    begin_idx = gl.load(meta_ptr + part * 8 + 0)
-    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
-    end_idx = gl.load(meta_ptr + part * 8 + 2)
-    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
-    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+    begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
 
     cols_s = 0   # CHAIN != 0: the softmax re-materialises its column indices
 
@@ -452,11 +472,7 @@ def _ss_compute(WG: gl.constexpr,
                         key = n * PAGE + gl.arange(0, PAGE, layout=s_col)
                         visible = key[None, :] < lim[:, None]
                         sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
-                        m_new = gl.maximum(m_i, gl.max(sv, axis=1))
-                        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                        alpha = gl.exp2(m_i - m_use)
-                        p = gl.exp2(sv - m_use[:, None])
-                        l_i = l_i * alpha + gl.sum(p, axis=1)
+                        m_new, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
                         mx_smem.index(stage).store(m_new)
                         p_smem.store(p.to(dtype))
                         fence_async_shared()
@@ -577,62 +593,13 @@ def _ss_compute(WG: gl.constexpr,
             inv_l = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
             lse2 = m_i + gl.log2(gl.where(empty, 1.0, l_i))
             o = acc * gl.convert_layout(inv_l, o_row)[:, None]
-            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
-            cols_o = WG * HALF + gl.arange(0, HALF, layout=o_col)
-            store_mask = (rows_o < R)[:, None]
-            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
-            tok_s = rows_s // H_Q
-            row_ok_s = rows_s < R
-            if no_split:
-                out_rows = out_ptr + (bi.to(gl.int64) * R + rows_o.to(gl.int64))[:, None] * DV + cols_o[None, :]
-                gl.store(out_rows, o.to(dtype), mask=store_mask)
-                if WG == 0:
-                    lse_fin = gl.where(empty, float("inf"), lse2 * 0.6931471805599453)
-                    head = rows_s % H_Q
-                    gl.store(lse_ptr + bi.to(gl.int64) * R + head * S_Q + tok_s, lse_fin, mask=row_ok_s)
-            else:
-                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
-                acc_rows = (oacc_ptr + slot.to(gl.int64) * stride_oacc_b
-                            + rows_o.to(gl.int64)[:, None] * stride_oacc_r + cols_o[None, :])
-                gl.store(acc_rows, o, mask=store_mask)
-                if WG == 0:
-                    lse_part = gl.where(empty, float("-inf"), lse2 * 0.6931471805599453)
-                    gl.store(lacc_ptr + slot.to(gl.int64) * stride_lacc_b + rows_s, lse_part, mask=row_ok_s)
+            slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+            _store_o(o, m0 + gl.arange(0, BLOCK_M, layout=o_row), WG * HALF + gl.arange(0, HALF, layout=o_col), bi,
+                     no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            if WG == 0:
+                _store_lse(lse2, empty, m0 + gl.arange(0, BLOCK_M, layout=s_row), bi, no_split, slot, lse_ptr,
+                           lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
             c += 1
-
-
-@gluon.jit
-def _ss_compute1(q_ptr, stride_qb, stride_qs, stride_qh,
-                 q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
-                 kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
-                 seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
-                 out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                 sm_scale_log2, R, H_Q, S_Q,
-                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                 DV: gl.constexpr, CHUNK: gl.constexpr, CHAIN: gl.constexpr):
-    _ss_compute(1, q_ptr, stride_qb, stride_qs, stride_qh,
-                q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
-                kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
-                seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
-                out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, CHAIN)
-
-
-@gluon.jit
-def _ss_compute0(q_ptr, stride_qb, stride_qs, stride_qh,
-                 q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
-                 kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
-                 seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
-                 out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                 sm_scale_log2, R, H_Q, S_Q,
-                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                 DV: gl.constexpr, CHUNK: gl.constexpr, CHAIN: gl.constexpr):
-    _ss_compute(0, q_ptr, stride_qb, stride_qs, stride_qh,
-                q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
-                kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
-                seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
-                out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, CHAIN)
 
 
 SEESAW_NUM_WARPS = 4        # default partition (warpgroup 0); + 4 warps (warpgroup 1) + 1 loader warp
@@ -688,13 +655,13 @@ def mla_decode_seesaw_kernel(
     fence_async_shared()
 
     gl.warp_specialize([
-        (_ss_compute0, (q_ptr, stride_qb, stride_qs, stride_qh,
+        (_ss_compute, (0, q_ptr, stride_qb, stride_qs, stride_qh,
           q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
           kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,
           out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
           sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, CHAIN)),
-        (_ss_compute1, (q_ptr, stride_qb, stride_qs, stride_qh,
+        (_ss_compute, (1, q_ptr, stride_qb, stride_qs, stride_qh,
           q_smem, qr_smem, kv_smem, kr_smem, mx_smem, lx_smem,
           kv_ready, kv_free, p_ready, q_ready, q_free, l_ready,
           seqlens_ptr, meta_ptr, num_splits_ptr, part, m0,

@@ -28,7 +28,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .kernel import _issue_page_at, _ss_chunk, _ss_zero_v
+from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _ss_chunk, _ss_zero_v,
+                     _stage_q, _store_lse, _store_o)
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
@@ -57,25 +58,17 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
                 DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
-    NCHUNK: gl.constexpr = D // CHUNK
-    NCHUNK_V: gl.constexpr = DV // CHUNK
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
     s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
-    ld_row: gl.constexpr = gl.SliceLayout(1, ld_layout)
-    ld_col: gl.constexpr = gl.SliceLayout(0, ld_layout)
     p_smem_layout: gl.constexpr = kr_smem.layout   # 64 x 64 tile, same swizzle as the rope slot it aliases
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
-    begin_idx = gl.load(meta_ptr + part * 8 + 0)
-    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
-    end_idx = gl.load(meta_ptr + part * 8 + 2)
-    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
-    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+    begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
 
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it = 0   # pages of this CTA: ring stage = it % 2, phase = (it // 2) & 1
@@ -85,18 +78,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
             # ---- Q tile -> shared memory (this warpgroup is its only reader; its last S has completed) ----
-            q_base = q_ptr + bi.to(gl.int64) * stride_qb
-            rows_ld = m0 + gl.arange(0, BLOCK_M, layout=ld_row)
-            cols_ld = gl.arange(0, CHUNK, layout=ld_col)
-            ld_row_ok = rows_ld < R
-            q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
-            for cc in gl.static_range(NCHUNK):
-                qt = gl.load(q_base + q_row_off[:, None] + (cc * CHUNK + cols_ld)[None, :],
-                             mask=ld_row_ok[:, None], other=0.0)
-                if cc < NCHUNK_V:
-                    q_smem.slice(cc * CHUNK, CHUNK, dim=1).store(qt)
-                else:
-                    qr_smem.store(qt)
+            _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK)
             fence_async_shared()
             gl.thread_barrier()
 
@@ -126,12 +108,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                     cols = gl.arange(0, PAGE, layout=s_col)
                     visible = cols[None, :] < (lim - n * PAGE)[:, None]
                     sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
-                m_new = gl.maximum(m_i, gl.max(sv, axis=1))
-                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = gl.exp2(m_i - m_use)
-                p = gl.exp2(sv - m_use[:, None])
-                l_i = l_i * alpha + gl.sum(p, axis=1)
-                m_i = m_new
+                m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
                 # ---- publish alpha and P (P over the rope slot: Q K^T of this page is done) ----
                 ax_smem.index(stage).store(alpha)
                 kr._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout).store(p.to(dtype))
@@ -149,29 +126,25 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
             gl.thread_barrier()
             mbarrier.arrive(l_ready.index(lb), count=1)
             lse2 = m_i + gl.log2(gl.where(empty, 1.0, l_i))
-            row_ok = rows_s < R
-            if no_split:
-                lse_fin = gl.where(empty, float("inf"), lse2 * 0.6931471805599453)
-                gl.store(lse_ptr + bi.to(gl.int64) * R + (rows_s % H_Q) * S_Q + rows_s // H_Q, lse_fin, mask=row_ok)
-            else:
-                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
-                lse_part = gl.where(empty, float("-inf"), lse2 * 0.6931471805599453)
-                gl.store(lacc_ptr + slot.to(gl.int64) * stride_lacc_b + rows_s, lse_part, mask=row_ok)
+            slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+            _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
             c += 1
 
 
 @gluon.jit
 def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
-               PAGE: gl.constexpr):
+               bt_ptr, stride_bt, PAGE: gl.constexpr):
     """The CTA's page after page ``n`` of chunk ``bi`` (pages run over the part's chunks in order; chunks with
-    no keys have none). Returns (bi, n, n_end); ``n >= n_end`` when there is none."""
+    no keys have none) and its block-table entry. Returns (bi, n, n_end, page); ``n >= n_end`` (page 0) when
+    there is none."""
     n += 1
     while (n >= n_end) & (bi < end_idx):
         bi += 1
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         n = start // PAGE
         n_end = (end + PAGE - 1) // PAGE
-    return bi, n, n_end
+    page = gl.load(bt_ptr + bi.to(gl.int64) * stride_bt + n, mask=n < n_end, other=0)
+    return bi, n, n_end, page
 
 
 @gluon.jit
@@ -195,11 +168,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
-    begin_idx = gl.load(meta_ptr + part * 8 + 0)
-    begin_seqlen = gl.load(meta_ptr + part * 8 + 1)
-    end_idx = gl.load(meta_ptr + part * 8 + 2)
-    end_seqlen = gl.load(meta_ptr + part * 8 + 3)
-    begin_n_split = gl.load(meta_ptr + part * 8 + 4)
+    begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
 
     # load cursor (warpgroup 0): the next page to load and its block-table entry, read one page ahead so that
     # the global load is off the path from "stage free" to "TMA issued"
@@ -210,14 +179,13 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     if WG == 0:
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
-        lbi, ln, ln_end = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx, seqlens_ptr,
-                                     meta_ptr, part, begin_idx, begin_seqlen, end_seqlen, PAGE)
-        lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
+        lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
+                                            seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
+                                            bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(2):
             _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE, CHUNK)
-            lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                         begin_seqlen, end_seqlen, PAGE)
-            lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
+            lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
+                                                begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
     it = 0
     c = 0
@@ -249,9 +217,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     fence_async_shared()
                     _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
                                    NCHUNK, PAGE, CHUNK)
-                    lbi, ln, ln_end = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                                 begin_seqlen, end_seqlen, PAGE)
-                    lpage = gl.load(bt_ptr + lbi.to(gl.int64) * stride_bt + ln, mask=ln < ln_end, other=0)
+                    lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
+                                                        begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
                 _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
                 it += 1
 
@@ -260,41 +227,11 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
             inv_l = lx_smem.index(lb).load(o_row)
             gl.thread_barrier()
             mbarrier.arrive(l_free.index(lb), count=1)
-            o = acc * inv_l[:, None]
-            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
-            cols_o = WG * HALF + gl.arange(0, HALF, layout=o_col)
-            store_mask = (rows_o < R)[:, None]
-            if no_split:
-                out_rows = out_ptr + (bi.to(gl.int64) * R + rows_o.to(gl.int64))[:, None] * DV + cols_o[None, :]
-                gl.store(out_rows, o.to(dtype), mask=store_mask)
-            else:
-                slot = gl.load(num_splits_ptr + bi) + gl.where(bi == begin_idx, begin_n_split, 0)
-                acc_rows = (oacc_ptr + slot.to(gl.int64) * stride_oacc_b
-                            + rows_o.to(gl.int64)[:, None] * stride_oacc_r + cols_o[None, :])
-                gl.store(acc_rows, o, mask=store_mask)
+            slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+            _store_o(acc * inv_l[:, None], m0 + gl.arange(0, BLOCK_M, layout=o_row),
+                     WG * HALF + gl.arange(0, HALF, layout=o_col), bi, no_split, slot,
+                     out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
             c += 1
-
-
-@gluon.jit
-def _ws_pv0(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-            k_desc, v_desc, bt_ptr, stride_bt,
-            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-            trace_ptr, TRACE: gl.constexpr):
-    _ws_pv(0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-           seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
-
-
-@gluon.jit
-def _ws_pv1(kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-            k_desc, v_desc, bt_ptr, stride_bt,
-            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-            trace_ptr, TRACE: gl.constexpr):
-    _ws_pv(1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
-           seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-           k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
 
 
 @gluon.jit
@@ -345,11 +282,11 @@ def mla_decode_ws_kernel(
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
-        (_ws_pv0, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
                    TRACE)),
-        (_ws_pv1, (kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
                    TRACE)),
