@@ -119,8 +119,22 @@ def correctness(quick):
     return res
 
 
+_WS_DEFAULTS = {}
+
+
 def set_cfg(cfg):
+    """A launcher config, or ``"ws:NAME=V,..."``: the ws kernel with module constants of ws_kernel overridden
+    (e.g. ``ws:PSPLIT=0``); None restores the defaults."""
     import flash_mla.hopper.launcher as hl
+    import flash_mla.hopper.ws_kernel as W
+    for k, v in _WS_DEFAULTS.items():
+        setattr(W, k, v)
+    if isinstance(cfg, str) and cfg.startswith("ws:"):
+        for kv in cfg[3:].split(","):
+            k, v = kv.split("=")
+            _WS_DEFAULTS.setdefault(k, getattr(W, k))
+            setattr(W, k, int(v))
+        cfg = hl.WS
     hl.CONFIG_OVERRIDE = cfg
 
 
@@ -191,8 +205,8 @@ if __name__ == "__main__":
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
     import flash_mla.hopper.launcher as _hl
     _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
-    cfgs = [(_named[c] if c in _named else tuple(bool(int(x)) for x in c.split(","))) for c in args.cfgs.split(";")
-            if c] or [None]
+    cfgs = [(_named[c] if c in _named else c if c.startswith("ws:") else tuple(bool(int(x)) for x in c.split(",")))
+            for c in args.cfgs.split(";") if c] or [None]
     res = []
     if not args.no_check:
         for cfg in (cfgs if args.check_cfgs else [None]):
