@@ -34,7 +34,7 @@ from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
-PSPLIT = 2             # P published in PSPLIT column pieces after an early alpha (0: alpha + whole P at once)
+PSPLIT = 0             # P published in PSPLIT column pieces after an early alpha (0: alpha + whole P at once)
 MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
                        # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
 
