@@ -58,7 +58,7 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
     sig = _sig(dtype_str, layout, W.mla_decode_ws_kernel)
     consts = {"TRACE": False, "CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
-              "CHUNK": K.CHUNK, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS, "PSPLIT": W.PSPLIT}
+              "CHUNK": K.CHUNK, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS, "PSPLIT": W.PSPLIT, "PVFIRST": W.PVFIRST}
     consts.update(overrides)
     src = GluonASTSource(W.mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),

@@ -34,6 +34,7 @@ from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
+PVFIRST = 0            # 1: Q K^T of page n + 1 is issued only after both P.V(n) are (tensor cores run P.V first)
 PSPLIT = 0             # P published in PSPLIT column pieces after an early alpha (0: alpha + whole P at once)
 MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
                        # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
@@ -64,11 +65,12 @@ def _split_cols(x, N: gl.constexpr):
 @gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
-                kv_ready, p_ready, l_ready, l_free,
+                kv_ready, p_ready, l_ready, l_free, pv_issued,
                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                DV: gl.constexpr, CHUNK: gl.constexpr, PSPLIT: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+                DV: gl.constexpr, CHUNK: gl.constexpr, PSPLIT: gl.constexpr, PVFIRST: gl.constexpr, trace_ptr,
+                TRACE: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     NPB: gl.constexpr = PSPLIT + 1 if PSPLIT > 0 else 1   # p_ready barriers per stage (alpha, then P pieces)
     KP: gl.constexpr = PAGE // PSPLIT if PSPLIT > 0 else PAGE
@@ -109,6 +111,9 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 kr = kr_smem.index(stage)
                 _stamp(trace_ptr, it, 0, TRACE)
                 mbarrier.wait(kv_ready.index(stage), (it // 2) & 1)
+                if PVFIRST:
+                    if it > 0:   # both P.V of the previous page are in the tensor queue before this Q K^T
+                        mbarrier.wait(pv_issued.index((it - 1) % 2), ((it - 1) // 2) & 1)
                 _stamp(trace_ptr, it, 1, TRACE)
                 s = warpgroup_mma(q_smem, kv_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
@@ -183,11 +188,11 @@ def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, be
 
 @gluon.jit
 def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
-           kv_ready, kv_free, p_ready, l_ready, l_free,
+           kv_ready, kv_free, p_ready, l_ready, l_free, pv_issued,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           PSPLIT: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+           PSPLIT: gl.constexpr, PVFIRST: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
     first two pages, and after each page waits for both warpgroups' P.V and refills the stage two pages ahead."""
     HALF: gl.constexpr = DV // 2
@@ -250,6 +255,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                         mbarrier.wait(p_ready.index(stage * NPB + 1 + i), ph)
                         acc = warpgroup_mma(p_smem.slice(i * KP, KP, dim=1), v_half.slice(i * KP, KP, dim=0), acc,
                                             is_async=True)
+                if PVFIRST:
+                    mbarrier.arrive(pv_issued.index(stage), count=1)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
@@ -291,7 +298,7 @@ def mla_decode_ws_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, TRACE: gl.constexpr, PSPLIT: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr, PSPLIT: gl.constexpr, PVFIRST: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -312,11 +319,13 @@ def mla_decode_ws_kernel(
     p_ready = gl.allocate_shared_memory(gl.int64, [2 * NPB, 1], mbarrier.MBarrierLayout())
     l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    pv_issued = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())   # PVFIRST only
     for i in gl.static_range(2):
         mbarrier.init(kv_ready.index(i), count=1)
         mbarrier.init(kv_free.index(i), count=2)
         mbarrier.init(l_ready.index(i), count=1)
         mbarrier.init(l_free.index(i), count=2)
+        mbarrier.init(pv_issued.index(i), count=2)
     for i in gl.static_range(2 * NPB):
         mbarrier.init(p_ready.index(i), count=1)
     fence_async_shared()
@@ -324,15 +333,16 @@ def mla_decode_ws_kernel(
     gl.warp_specialize([
         (_ws_softmax, (q_ptr, stride_qb, stride_qs, stride_qh,
                        q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
-                       kv_ready, p_ready, l_ready, l_free,
+                       kv_ready, p_ready, l_ready, l_free, pv_issued,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, PSPLIT, trace_ptr, TRACE)),
-        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, PSPLIT, PVFIRST, trace_ptr,
+                       TRACE)),
+        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free, pv_issued,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, PSPLIT,
-                   trace_ptr, TRACE)),
-        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                   PVFIRST, trace_ptr, TRACE)),
+        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free, pv_issued,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, PSPLIT,
-                   trace_ptr, TRACE)),
+                   PVFIRST, trace_ptr, TRACE)),
     ], [4, 4], [PV_REGS, PV_REGS])
