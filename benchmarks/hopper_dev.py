@@ -124,11 +124,12 @@ _WS_DEFAULTS = {}
 
 def set_cfg(cfg):
     """A launcher config, or ``"ws:NAME=V,..."``: the ws kernel with module constants of ws_kernel overridden
-    (e.g. ``ws:PSPLIT=0``); None restores the defaults."""
+    (e.g. ``ws:PV_REGS=184``; experiments add their switches there); None restores the defaults."""
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.ws_kernel as W
     for k, v in _WS_DEFAULTS.items():
         setattr(W, k, v)
+    hl._launch_ws.compiled.clear()   # the launch cache's key does not cover ws_kernel's module constants
     if isinstance(cfg, str) and cfg.startswith("ws:"):
         for kv in cfg[3:].split(","):
             k, v = kv.split("=")

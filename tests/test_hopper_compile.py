@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("triton.experimental.gluon")
 
-from flash_mla.hopper.compile_check import SMEM_LIMIT, compile_sm90, compile_sm90_ws, ptxas_stats  # noqa: E402
+from flash_mla.hopper.compile_check import SMEM_LIMIT, report_subprocess  # noqa: E402
 from flash_mla.hopper.launcher import CONFIG_LARGE, CONFIG_SMALL  # noqa: E402
 
 # ptxas hoists one 64-bit kernel-parameter address above the warp-specialize switch and spills it (8 bytes,
@@ -17,28 +17,20 @@ WS_SPILL_BUDGET = 64
 @pytest.mark.parametrize("config", sorted({CONFIG_SMALL, CONFIG_LARGE}))
 def test_compiles_for_sm90a(dtype, causal, config):
     """The configurations the launcher uses: (P through smem, overlap P V with next Q K^T, 3-D TMA box)."""
-    k = compile_sm90(dtype, causal, *config)
-    ptx = k.asm["ptx"]
-    assert ".target sm_90a" in ptx
-    assert "wgmma.mma_async" in ptx
-    assert "cp.async.bulk.tensor" in ptx
-    assert k.metadata.shared <= SMEM_LIMIT, k.metadata.shared
-    assert k.metadata.num_warps == 8
-    regs, spill_st, spill_ld = ptxas_stats(ptx)
-    assert spill_st == 0 and spill_ld == 0, (regs, spill_st, spill_ld)
-    assert regs <= 255
+    r = report_subprocess("lockstep", dtype, causal, config)
+    assert r["sm90a"] and r["wgmma"] and r["tma"], r
+    assert r["shared"] <= SMEM_LIMIT, r
+    assert r["num_warps"] == 8, r
+    assert r["spill_st"] == 0 and r["spill_ld"] == 0, r
+    assert r["regs"] <= 255, r
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_ws_kernel_compiles_for_sm90a(dtype, causal):
     """The default kernel: softmax warpgroup + two P.V warpgroups (setmaxnreg), 12 warps, 168 registers at launch."""
-    k = compile_sm90_ws(dtype, causal)
-    ptx = k.asm["ptx"]
-    assert ".target sm_90a" in ptx
-    assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor" in ptx
-    assert "setmaxnreg.inc.sync.aligned.u32" in ptx
-    assert k.metadata.shared <= SMEM_LIMIT, k.metadata.shared
-    regs, spill_st, spill_ld = ptxas_stats(ptx)
-    assert regs <= 168, regs
-    assert spill_st + spill_ld <= WS_SPILL_BUDGET, (regs, spill_st, spill_ld)
+    r = report_subprocess("ws", dtype, causal)
+    assert r["sm90a"] and r["wgmma"] and r["tma"] and r["setmaxnreg"], r
+    assert r["shared"] <= SMEM_LIMIT, r
+    assert r["regs"] <= 168, r
+    assert r["spill_st"] + r["spill_ld"] <= WS_SPILL_BUDGET, r

@@ -105,7 +105,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     cfg = pick_config(rows)
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, PSPLIT=W.PSPLIT, PVFIRST=W.PVFIRST, num_warps=W.NUM_WARPS,
+        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw
@@ -117,7 +117,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), cfg, W.TRACE_BUF is not None, W.PSPLIT, W.PVFIRST, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, W.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),

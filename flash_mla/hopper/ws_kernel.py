@@ -34,8 +34,6 @@ from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
-PVFIRST = 0            # 1: Q K^T of page n + 1 is issued only after both P.V(n) are (tensor cores run P.V first)
-PSPLIT = 0             # P published in PSPLIT column pieces after an early alpha (0: alpha + whole P at once)
 MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
                        # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
 
@@ -53,27 +51,14 @@ def _stamp(trace_ptr, it, event: gl.constexpr, TRACE: gl.constexpr):
 
 
 @gluon.jit
-def _split_cols(x, N: gl.constexpr):
-    """``x [M, K]`` -> tuple of ``N`` tensors ``[M, K / N]`` (column blocks in order); register-only regrouping."""
-    if N == 1:
-        return (x,)
-    else:
-        a, b = x.reshape([x.shape[0], 2, x.shape[1] // 2]).permute(0, 2, 1).split()
-        return _split_cols(a, N // 2) + _split_cols(b, N // 2)
-
-
-@gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
-                kv_ready, p_ready, l_ready, l_free, pv_issued,
+                kv_ready, p_ready, l_ready, l_free,
                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                DV: gl.constexpr, CHUNK: gl.constexpr, PSPLIT: gl.constexpr, PVFIRST: gl.constexpr, trace_ptr,
-                TRACE: gl.constexpr):
+                DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
-    NPB: gl.constexpr = PSPLIT + 1 if PSPLIT > 0 else 1   # p_ready barriers per stage (alpha, then P pieces)
-    KP: gl.constexpr = PAGE // PSPLIT if PSPLIT > 0 else PAGE
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -111,9 +96,6 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 kr = kr_smem.index(stage)
                 _stamp(trace_ptr, it, 0, TRACE)
                 mbarrier.wait(kv_ready.index(stage), (it // 2) & 1)
-                if PVFIRST:
-                    if it > 0:   # both P.V of the previous page are in the tensor queue before this Q K^T
-                        mbarrier.wait(pv_issued.index((it - 1) % 2), ((it - 1) // 2) & 1)
                 _stamp(trace_ptr, it, 1, TRACE)
                 s = warpgroup_mma(q_smem, kv_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
@@ -126,34 +108,13 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                     cols = gl.arange(0, PAGE, layout=s_col)
                     visible = cols[None, :] < (lim - n * PAGE)[:, None]
                     sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
-                p_smem = kr._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                if PSPLIT == 0:
-                    m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
-                    # ---- publish alpha and P (P over the rope slot: Q K^T of this page is done) ----
-                    ax_smem.index(stage).store(alpha)
-                    p_smem.store(p.to(dtype))
-                    fence_async_shared()
-                    gl.thread_barrier()
-                    mbarrier.arrive(p_ready.index(stage), count=1)
-                else:
-                    # ---- alpha first (the P.V warpgroups rescale O meanwhile), then P in column pieces: the
-                    # P.V of piece i runs on the tensor cores while this warpgroup computes piece i + 1 ----
-                    m_new = gl.maximum(m_i, gl.max(sv, axis=1))
-                    m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                    alpha = gl.exp2(m_i - m_use)
-                    ax_smem.index(stage).store(alpha)
-                    gl.thread_barrier()
-                    mbarrier.arrive(p_ready.index(stage * NPB), count=1)
-                    pieces = _split_cols(sv - m_use[:, None], PSPLIT)
-                    l_i = l_i * alpha
-                    for i in gl.static_range(PSPLIT):
-                        p_i = gl.exp2(pieces[i])
-                        p_smem.slice(i * KP, KP, dim=1).store(p_i.to(dtype))
-                        fence_async_shared()
-                        gl.thread_barrier()
-                        mbarrier.arrive(p_ready.index(stage * NPB + 1 + i), count=1)
-                        l_i += gl.convert_layout(gl.sum(p_i, axis=1), s_row)
-                    m_i = m_new
+                m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
+                # ---- publish alpha and P (P over the rope slot: Q K^T of this page is done) ----
+                ax_smem.index(stage).store(alpha)
+                kr._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout).store(p.to(dtype))
+                fence_async_shared()
+                gl.thread_barrier()
+                mbarrier.arrive(p_ready.index(stage), count=1)
                 _stamp(trace_ptr, it, 3, TRACE)
                 it += 1
 
@@ -188,18 +149,16 @@ def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, be
 
 @gluon.jit
 def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
-           kv_ready, kv_free, p_ready, l_ready, l_free, pv_issued,
+           kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           PSPLIT: gl.constexpr, PVFIRST: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+           trace_ptr, TRACE: gl.constexpr):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
     first two pages, and after each page waits for both warpgroups' P.V and refills the stage two pages ahead."""
     HALF: gl.constexpr = DV // 2
     NCHUNK: gl.constexpr = D // CHUNK
     dtype: gl.constexpr = kv_smem.dtype
-    NPB: gl.constexpr = PSPLIT + 1 if PSPLIT > 0 else 1
-    KP: gl.constexpr = PAGE // PSPLIT if PSPLIT > 0 else PAGE
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HALF, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -241,22 +200,13 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv = kv_smem.index(stage)
                 _stamp(trace_ptr, it, 4 + 4 * WG, TRACE)
                 mbarrier.wait(kv_ready.index(stage), ph)
-                mbarrier.wait(p_ready.index(stage * NPB), ph)
+                mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
                 alpha = ax_smem.index(stage).load(o_row)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                 acc = acc * alpha[:, None]
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                v_half = kv.slice(WG * HALF, HALF, dim=1)
-                if PSPLIT == 0:
-                    acc = warpgroup_mma(p_smem, v_half, acc, is_async=True)
-                else:
-                    for i in gl.static_range(PSPLIT):
-                        mbarrier.wait(p_ready.index(stage * NPB + 1 + i), ph)
-                        acc = warpgroup_mma(p_smem.slice(i * KP, KP, dim=1), v_half.slice(i * KP, KP, dim=0), acc,
-                                            is_async=True)
-                if PVFIRST:
-                    mbarrier.arrive(pv_issued.index(stage), count=1)
+                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
@@ -298,7 +248,7 @@ def mla_decode_ws_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, TRACE: gl.constexpr, PSPLIT: gl.constexpr, PVFIRST: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -315,34 +265,29 @@ def mla_decode_ws_kernel(
     lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # 1/l per chunk parity
     kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    NPB: gl.constexpr = PSPLIT + 1 if PSPLIT > 0 else 1
-    p_ready = gl.allocate_shared_memory(gl.int64, [2 * NPB, 1], mbarrier.MBarrierLayout())
+    p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    pv_issued = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())   # PVFIRST only
     for i in gl.static_range(2):
         mbarrier.init(kv_ready.index(i), count=1)
         mbarrier.init(kv_free.index(i), count=2)
+        mbarrier.init(p_ready.index(i), count=1)
         mbarrier.init(l_ready.index(i), count=1)
         mbarrier.init(l_free.index(i), count=2)
-        mbarrier.init(pv_issued.index(i), count=2)
-    for i in gl.static_range(2 * NPB):
-        mbarrier.init(p_ready.index(i), count=1)
     fence_async_shared()
 
     gl.warp_specialize([
         (_ws_softmax, (q_ptr, stride_qb, stride_qs, stride_qh,
                        q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
-                       kv_ready, p_ready, l_ready, l_free, pv_issued,
+                       kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, PSPLIT, PVFIRST, trace_ptr,
-                       TRACE)),
-        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free, pv_issued,
+                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, PSPLIT,
-                   PVFIRST, trace_ptr, TRACE)),
-        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free, pv_issued,
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
+                   TRACE)),
+        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, PSPLIT,
-                   PVFIRST, trace_ptr, TRACE)),
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
+                   TRACE)),
     ], [4, 4], [PV_REGS, PV_REGS])
