@@ -127,10 +127,12 @@ def set_cfg(cfg):
     (e.g. ``ws:PV_REGS=184``; experiments add their switches there); None restores the defaults."""
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.ws_kernel as W
+    override = isinstance(cfg, str) and cfg.startswith("ws:")
+    if _WS_DEFAULTS or override:   # the launch cache's key does not cover ws_kernel's module constants
+        hl._launch_ws.compiled.clear()
     for k, v in _WS_DEFAULTS.items():
         setattr(W, k, v)
-    hl._launch_ws.compiled.clear()   # the launch cache's key does not cover ws_kernel's module constants
-    if isinstance(cfg, str) and cfg.startswith("ws:"):
+    if override:
         for kv in cfg[3:].split(","):
             k, v = kv.split("=")
             _WS_DEFAULTS.setdefault(k, getattr(W, k))

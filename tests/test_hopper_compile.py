@@ -21,8 +21,8 @@ def test_compiles_for_sm90a(dtype, causal, config):
     assert r["sm90a"] and r["wgmma"] and r["tma"], r
     assert r["shared"] <= SMEM_LIMIT, r
     assert r["num_warps"] == 8, r
-    assert r["spill_st"] == 0 and r["spill_ld"] == 0, r
-    assert r["regs"] <= 255, r
+    assert r["n_spills"] == 0, r
+    assert r["n_regs"] <= 255, r
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
@@ -32,5 +32,5 @@ def test_ws_kernel_compiles_for_sm90a(dtype, causal):
     r = report_subprocess("ws", dtype, causal)
     assert r["sm90a"] and r["wgmma"] and r["tma"] and r["setmaxnreg"], r
     assert r["shared"] <= SMEM_LIMIT, r
-    assert r["regs"] <= 168, r
-    assert r["spill_st"] + r["spill_ld"] <= WS_SPILL_BUDGET, r
+    assert r["n_regs"] <= 168, r
+    assert r["n_spills"] <= WS_SPILL_BUDGET, r

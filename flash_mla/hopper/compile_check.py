@@ -41,10 +41,6 @@ def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel) -> dict:
 _GL = {"bf16": gl.bfloat16, "fp16": gl.float16}
 
 
-def _compile(src, options):
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-
-
 def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = True, overlap: bool = True,
                  tma3d: bool = False):
     gl_dtype = _GL[dtype_str]
@@ -52,7 +48,7 @@ def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = Tr
     consts = {"CAUSAL": causal, "P_SMEM": p_smem, "OVERLAP": overlap, "TMA3D": tma3d, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE,
               "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, "num_warps": K.NUM_WARPS}
     src = GluonASTSource(K.mla_decode_kernel, _sig(dtype_str, layout), consts)
-    return _compile(src, {"num_warps": K.NUM_WARPS})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": K.NUM_WARPS})
 
 
 def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
@@ -65,7 +61,8 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
               "CHUNK": K.CHUNK, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS}
     consts.update(overrides)
     src = GluonASTSource(W.mla_decode_ws_kernel, sig, consts)
-    return _compile(src, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
 def ptxas_stats(ptx: str) -> tuple[int, int, int]:
@@ -102,13 +99,12 @@ def stats(compiled) -> dict:
 
 
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
-    """Resources of one compiled variant (``kind`` ``"ws"`` or ``"lockstep"``) and what its PTX contains."""
+    """``stats`` of one compiled variant (``kind`` ``"ws"`` or ``"lockstep"``) plus its warp count and whether
+    its PTX targets sm_90a and uses ``setmaxnreg``."""
     k = compile_sm90_ws(dtype_str, causal) if kind == "ws" else compile_sm90(dtype_str, causal, *config)
     ptx = k.asm["ptx"]
-    regs, spill_st, spill_ld = ptxas_stats(ptx)
-    return dict(regs=regs, spill_st=spill_st, spill_ld=spill_ld, shared=k.metadata.shared,
-                num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx, wgmma="wgmma.mma_async" in ptx,
-                tma="cp.async.bulk.tensor" in ptx, setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx)
+    return dict(stats(k), num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx,
+                setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx)
 
 
 def report_subprocess(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
@@ -119,7 +115,7 @@ def report_subprocess(kind: str, dtype_str: str, causal: bool, config=(True, Tru
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import json, sys; from flash_mla.hopper.compile_check import report; "
+    code = ("import json; from flash_mla.hopper.compile_check import report; "
             f"print(json.dumps(report({kind!r}, {dtype_str!r}, {bool(causal)!r}, {tuple(config)!r})))")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
