@@ -207,7 +207,7 @@ if __name__ == "__main__":
     t0 = time.time()
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
     import flash_mla.hopper.launcher as _hl
-    _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
+    _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "pair": _hl.PAIR, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
     cfgs = [(_named[c] if c in _named else c if c.startswith("ws:") else tuple(bool(int(x)) for x in c.split(",")))
             for c in args.cfgs.split(";") if c] or [None]
     res = []

@@ -16,11 +16,12 @@ from . import kernel as K
 SMEM_LIMIT = 232448  # 227 KB opt-in shared memory per block on H100
 
 
-def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel) -> dict:
-    """Argument types of ``kernel`` (in its parameter order) for bf16/fp16 and the cache's TMA layout."""
+def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD_DIM_V // K.CHUNK) -> dict:
+    """Argument types of ``kernel`` (in its parameter order) for bf16/fp16 and the cache's TMA layout
+    (``v_box``: 64-column tiles per box of the chunk-major latent descriptor)."""
     ptr = f"*{dtype_str}"
     desc = f"tensordesc<{dtype_str}[{K.PAGE}, {K.CHUNK}],{layout!r}>"
-    nv = K.HEAD_DIM_V // K.CHUNK
+    nv = v_box
     layout3 = gl.NVMMASharedLayout.get_default_for([nv, K.PAGE, K.CHUNK], _GL[dtype_str])
     vdesc = f"tensordesc<{dtype_str}[{nv}, {K.PAGE}, {K.CHUNK}],{layout3!r}>"
     types = {
@@ -63,6 +64,22 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     src = GluonASTSource(W.mla_decode_ws_kernel, sig, consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
+
+
+def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
+    """The paired two-warpgroup kernel (``pair_kernel``)."""
+    from . import pair_kernel as P
+    gl_dtype = _GL[dtype_str]
+    layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
+    sig = _sig(dtype_str, layout, P.mla_decode_pair_kernel, v_box=P.V_BOX)
+    consts = {"CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
+              "CHUNK": K.CHUNK, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS}
+    consts.update(overrides)
+    options = {"num_warps": P.NUM_WARPS}
+    if P.MAXNREG is not None:
+        options["maxnreg"] = P.MAXNREG
+    return triton.compile(GluonASTSource(P.mla_decode_pair_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                          options=options)
 
 
 def ptxas_stats(ptx: str) -> tuple[int, int, int]:

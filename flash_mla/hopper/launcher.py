@@ -10,6 +10,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ..launch import CachedKernel, alignment_key, device_capability
 from . import kernel as K
+from . import pair_kernel as P
 from . import ws_kernel as W
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -24,6 +25,7 @@ SEESAW2 = "seesaw2"                    # same kernel, true seesaw order (CHAIN=1
 SEESAW3 = "seesaw3"                    # CHAIN=2: as SEESAW2, but P V(n) is issued before softmax(n+1)
 _SEESAW_CHAIN = {SEESAW: 0, SEESAW2: 1, SEESAW3: 2}
 WS = "ws"                              # softmax warpgroup + two P.V warpgroups (ws_kernel.mla_decode_ws_kernel)
+PAIR = "pair"                          # two warpgroups, pages in pairs (pair_kernel.mla_decode_pair_kernel)
 
 
 def pick_config(rows: int):
@@ -40,20 +42,21 @@ def _smem_layout(torch_dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _smem_layout_3d(torch_dtype):
-    return gl.NVMMASharedLayout.get_default_for([K.HEAD_DIM_V // K.CHUNK, K.PAGE, K.CHUNK], _GL_DTYPE[torch_dtype])
+def _smem_layout_3d(torch_dtype, box=K.HEAD_DIM_V // K.CHUNK):
+    return gl.NVMMASharedLayout.get_default_for([box, K.PAGE, K.CHUNK], _GL_DTYPE[torch_dtype])
 
 
-def make_descriptors(k_cache):
+def make_descriptors(k_cache, v_box: int = K.HEAD_DIM_V // K.CHUNK):
     """TMA descriptors over the cache: ``k_desc`` views it as ``[num_blocks*64, 576]`` (box 64 x 64);
-    ``v_desc`` views its latent part chunk-major as ``[8, num_blocks*64, 64]`` (box 8 x 64 x 64), whose box
-    lands in shared memory exactly in the swizzled ``[64, 512]`` layout the tensor cores read."""
+    ``v_desc`` views its latent part chunk-major as ``[8, num_blocks*64, 64]`` (box v_box x 64 x 64: the whole
+    latent part, or half of it), whose box lands in shared memory exactly in the swizzled ``[64, 512]`` layout the
+    tensor cores read."""
     rows = k_cache.shape[0] * K.PAGE
     rs = k_cache.stride(1)
     k_desc = TensorDescriptor(k_cache, [rows, K.HEAD_DIM], [rs, 1], [K.PAGE, K.CHUNK], _smem_layout(k_cache.dtype))
     nv = K.HEAD_DIM_V // K.CHUNK
-    v_desc = TensorDescriptor(k_cache, [nv, rows, K.CHUNK], [K.CHUNK, rs, 1], [nv, K.PAGE, K.CHUNK],
-                              _smem_layout_3d(k_cache.dtype))
+    v_desc = TensorDescriptor(k_cache, [nv, rows, K.CHUNK], [K.CHUNK, rs, 1], [v_box, K.PAGE, K.CHUNK],
+                              _smem_layout_3d(k_cache.dtype, v_box))
     return k_desc, v_desc
 
 
@@ -92,6 +95,7 @@ def tma_aligned(k_cache: torch.Tensor) -> bool:
 _launch = CachedKernel(K.mla_decode_kernel)
 _launch_seesaw = CachedKernel(K.mla_decode_seesaw_kernel)
 _launch_ws = CachedKernel(W.mla_decode_ws_kernel)
+_launch_pair = CachedKernel(P.mla_decode_pair_kernel)
 
 
 def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
@@ -100,13 +104,18 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     b, s_q, h_q, d = q.shape
     rows = s_q * h_q
     num_parts = tile_scheduler_metadata.shape[0]
-    k_desc, v_desc = make_descriptors(k_cache)
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
+    k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if cfg == PAIR else K.HEAD_DIM_V // K.CHUNK)
     if cfg == WS:
         launch = _launch_ws
         variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
+    elif cfg == PAIR:
+        launch = _launch_pair
+        variant = dict(WG1_REGS=P.WG1_REGS, num_warps=P.NUM_WARPS)
+        if P.MAXNREG is not None:
+            variant["maxnreg"] = P.MAXNREG
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw
         variant = dict(REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],

@@ -1,0 +1,417 @@
+"""Paired ("seesaw") Hopper MLA decoding kernel: two warpgroups, pages taken two at a time.
+
+FlashMLA's schedule (csrc/sm90/decode/dense/splitkv_mla.cuh and its deep-dive note), written in Gluon. One CTA =
+64 packed query rows x one scheduler part; 8 warps = two warpgroups, each holding half of the ``64 x 512`` fp32
+output (64 x 256 = 128 registers per thread). Pages of a chunk are taken in pairs (k0, k1): k0 lives in ring
+stage 0, k1 in stage 1. Warpgroup 0 computes ``S0 = Q K0^T``, warpgroup 1 ``S1 = Q K1^T`` (each a full 64 x 64 S,
+Q read once per page). Per pair:
+
+=====================================================  =======================================================
+warpgroup 0                                             warpgroup 1
+=====================================================  =======================================================
+softmax(S0) against the running max sM -> m_a, sc0      (wait sc0)
+O0 *= sc0; O0 += P0 V0[:, :256] (P0 from registers)     softmax(S1) against m_a -> m_b, sc1; O1 *= sc0 * sc1
+(wait sc1) refill V0-left with page k0 + 2              P1 -> shared memory; O1 += P1 V1[:, 256:] (registers)
+P0 * sc1 -> shared memory                               (wait P0) O1 += P0 V0[:, 256:]
+(wait P1) O0 *= sc1; O0 += P1 V1[:, :256]               P1 V1 done: refill V1-right + rope with page k1 + 2
+Q K0'^T on tiles 0-3 as they land;                      P0 V0 done: refill V0-right + rope with page k0 + 2
+P1 V1 done: refill V1-left with page k1 + 2;            S1' = Q K1'^T, tiles 4-8 then 0-3, as they land
+Q K0'^T on tiles 4-8
+=====================================================  =======================================================
+
+So one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy, the two warpgroups share one
+running max through shared memory (no rescale of the other's P afterwards: warpgroup 0 rescales its P0 by sc1
+before publishing it), each 64-column tile of a page has its own TMA barrier, and each half of V is refilled by
+the warpgroup that last reads it, as soon as its P V is done, so the next pair's pages stream in under this pair's
+GEMMs. The rope columns of Q (64 x 64) live in registers, which frees their shared-memory tile for P1.
+
+Hand-offs between the warpgroups use hardware named barriers (``bar.arrive`` by the producer, ``bar.sync`` by
+the consumer, 256 threads): ids ``BAR_*`` below (Triton's own partition barriers use 0-2).
+
+A page that does not exist (an odd page count: the last pair has no k1) completes its TMA barriers without data;
+its scores are masked to -inf and its V rows are zeroed before the P V, so stale shared memory never reaches O.
+Rows of the last page past the chunk end are zeroed in V likewise (they may hold NaN).
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, _store_o
+
+NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
+WG1_REGS = 240         # setmaxnreg of warpgroup 1
+MAXNREG = None         # 8 warps: up to 255 registers per thread at launch
+V_BOX = 4              # 64-column tiles per latent TMA box: a page is loaded in halves
+
+BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
+BAR_SC0 = gl.constexpr(9)      # wg0 -> wg1: sM, sc0 of page k0 published
+BAR_SC1 = gl.constexpr(10)     # wg1 -> wg0: sM, sc1 of page k1 published
+BAR_P0 = gl.constexpr(11)      # wg0 -> wg1: P0 (rescaled) in shared memory
+BAR_P1 = gl.constexpr(12)      # wg1 -> wg0: P1 in shared memory and P0 V0-right issued
+M_INIT = gl.constexpr(-1.0e30)              # running max before the first key (finite: no inf - inf)
+
+
+@gluon.jit
+def _bar(bar_id: gl.constexpr, ARRIVE: gl.constexpr):
+    """Named barrier over both warpgroups (256 threads): ``bar.arrive`` (producer) or ``bar.sync`` (consumer).
+    bar.arrive -> bar.sync orders the producer's earlier shared-memory writes before the consumer's reads."""
+    lay: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    ids = gl.full([128], bar_id, gl.int32, layout=lay)
+    if ARRIVE:
+        gl.inline_asm_elementwise("bar.arrive $1, 256;\n\tmov.u32 $0, 0;", "=r,r", [ids], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+    else:
+        gl.inline_asm_elementwise("bar.sync $1, 256;\n\tmov.u32 $0, 0;", "=r,r", [ids], dtype=gl.int32,
+                                  is_pure=False, pack=1)
+
+
+@gluon.jit
+def _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, H: gl.constexpr, page,
+               PAGE: gl.constexpr, CHUNK: gl.constexpr):
+    """TMA half ``H`` of cache page ``page`` into ring stage ``STAGE`` on barrier (STAGE, H): H = 0 the latent
+    columns 0-255 (one 4 x 64 x 64 box), H = 1 the latent columns 256-511 and the 64 rope columns."""
+    row = page * PAGE
+    bar = bars.index(2 * STAGE + H)
+    NB: gl.constexpr = v_desc.block_type.shape[0]          # 64-column tiles per box (4)
+    tile_bytes: gl.constexpr = PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8
+    mbarrier.expect(bar, (NB + H) * tile_bytes)
+    kv3 = kv_smem.index(STAGE)._reinterpret(v_desc.dtype, [2 * NB, PAGE, CHUNK], v_desc.layout)
+    tma.async_copy_global_to_shared(v_desc, [H * NB, row, 0], bar, kv3.slice(H * NB, NB, dim=0))
+    if H == 1:
+        tma.async_copy_global_to_shared(k_desc, [row, 2 * NB * CHUNK], bar, kr_smem.index(STAGE))
+
+
+@gluon.jit
+def _qk_half(s, H: gl.constexpr, first: gl.constexpr, q_smem, rq8, kv_smem, kr_smem, bars, STAGE: gl.constexpr,
+             ph):
+    """Wait for half ``H`` of the page in ``STAGE`` and issue S (+)= Q[:, half] K[:, half]^T (async); half 1
+    includes the rope columns (Q's from registers)."""
+    HW: gl.constexpr = q_smem.shape[1] // 2
+    mbarrier.wait(bars.index(2 * STAGE + H), ph)
+    s = warpgroup_mma(q_smem.slice(H * HW, HW, dim=1), kv_smem.index(STAGE).slice(H * HW, HW, dim=1).permute((1, 0)),
+                      s, use_acc=not first, is_async=True)
+    if H == 1:
+        s = warpgroup_mma(rq8, kr_smem.index(STAGE).permute((1, 0)), s, is_async=True)
+    return s
+
+
+@gluon.jit
+def _scores(s, n, lim, lim_lo, sm_scale_log2, PAGE: gl.constexpr):
+    """Scaled base-2 scores of page ``n``; keys at or past a row's ``lim`` (or a missing page) -> -inf."""
+    if (n + 1) * PAGE > lim_lo:
+        cols = gl.arange(0, PAGE, layout=gl.SliceLayout(0, s.type.layout))
+        sv = gl.where(cols[None, :] < (lim - n * PAGE)[:, None], s * sm_scale_log2, float("-inf"))
+    else:
+        sv = s * sm_scale_log2
+    return sv
+
+
+@gluon.jit
+def _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem,
+                  C0: gl.constexpr, C1: gl.constexpr, CHUNK: gl.constexpr):
+    """Column chunks C0 .. C1-1 (64 columns each; chunk 8 = rope) of the Q tile -> shared memory (rows past R: 0)."""
+    BLOCK_M: gl.constexpr = q_smem.shape[0]
+    NCHUNK_V: gl.constexpr = q_smem.shape[1] // CHUNK
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    q_base = q_ptr + bi.to(gl.int64) * stride_qb
+    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ld_layout))
+    cols = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, ld_layout))
+    row_off = (rows // H_Q).to(gl.int64) * stride_qs + (rows % H_Q).to(gl.int64) * stride_qh
+    for c in gl.static_range(C0, C1):
+        qt = gl.load(q_base + row_off[:, None] + (c * CHUNK + cols)[None, :], mask=(rows < R)[:, None], other=0.0)
+        if c < NCHUNK_V:
+            q_smem.slice(c * CHUNK, CHUNK, dim=1).store(qt)
+        else:
+            qr_smem.store(qt)
+
+
+@gluon.jit
+def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, bt_row,
+              q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+    """Warpgroup 0's share of pair (k0, k0 + 1); ``s`` = S of page k0. Returns S of page k0 + 2 (unless LAST)."""
+    dtype: gl.constexpr = q_smem.dtype
+    HALF: gl.constexpr = acc.shape[1]
+    o_layout: gl.constexpr = acc.type.layout
+    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
+    s_row: gl.constexpr = gl.SliceLayout(1, s.type.layout)
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+
+    # ---- softmax of page k0 against the running max ----
+    sv = _scores(s, k0, lim, lim_lo, sm_scale_log2, PAGE)
+    m_old = sm_smem.load(s_row)
+    m_new = gl.maximum(m_old, gl.max(sv, axis=1))
+    sc0 = gl.exp2(m_old - m_new)
+    sm_smem.store(m_new)
+    sc0_smem.store(sc0)
+    _bar(BAR_SC0, True)
+    p = gl.exp2(sv - m_new[:, None])
+    l_i = l_i * sc0 + gl.sum(p, axis=1)
+    # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
+    kv0 = kv_smem.index(0)
+    _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
+    acc = acc * gl.convert_layout(sc0, o_row)[:, None]
+    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), a_layout), kv0.slice(0, HALF, dim=1), acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    # ---- warpgroup 1's max is in; V0-left is free: start the next pair's first page ----
+    _bar(BAR_SC1, False)
+    if not LAST:
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, gl.load(bt_row + k0 + 2), PAGE, CHUNK)
+    sc1 = sc1_smem.load(s_row)
+    p0_smem.store((p * sc1[:, None]).to(dtype))
+    fence_async_shared()
+    _bar(BAR_P0, True)
+    # ---- O0 = O0 * sc1 + P1 V1-left (P1 from warpgroup 1 through shared memory) ----
+    kv1 = kv_smem.index(1)
+    _ss_zero_v(kv1, end - (k0 + 1) * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
+    l_i = l_i * sc1
+    acc = acc * gl.convert_layout(sc1, o_row)[:, None]
+    _bar(BAR_P1, False)
+    acc = warpgroup_mma(p1_smem, kv1.slice(0, HALF, dim=1), acc, is_async=True)
+    if LAST:
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    else:
+        # S of page k0 + 2 on its left half (loaded above), then V1-left free -> next pair's second page
+        s = _qk_half(s, 0, True, q_smem, rq8, kv_smem, kr_smem, bars, 0, ph)
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        n1 = k0 + 3
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, gl.load(bt_row + n1, mask=n1 < n_end, other=0),
+                   PAGE, CHUNK)
+        s = _qk_half(s, 1, False, q_smem, rq8, kv_smem, kr_smem, bars, 0, ph)
+        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s))
+        ph = ph ^ 1
+    return s, acc, l_i, ph
+
+
+@gluon.jit
+def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, bt_row,
+              q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+    """Warpgroup 1's share of pair (k0, k0 + 1); ``s`` = S of page k0 + 1 (garbage if it does not exist).
+    Returns S of page k0 + 3 (unless LAST)."""
+    dtype: gl.constexpr = q_smem.dtype
+    HALF: gl.constexpr = acc.shape[1]
+    o_layout: gl.constexpr = acc.type.layout
+    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
+    s_row: gl.constexpr = gl.SliceLayout(1, s.type.layout)
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    k1 = k0 + 1
+
+    # ---- softmax of page k1 against warpgroup 0's max ----
+    sv = _scores(s, k1, lim, lim_lo, sm_scale_log2, PAGE)
+    _bar(BAR_SC0, False)
+    m_old = sm_smem.load(s_row)
+    m_new = gl.maximum(m_old, gl.max(sv, axis=1))
+    sc1 = gl.exp2(m_old - m_new)
+    sm_smem.store(m_new)
+    sc1_smem.store(sc1)
+    sc = sc1 * sc0_smem.load(s_row)
+    _bar(BAR_SC1, True)
+    p = gl.exp2(sv - m_new[:, None])
+    l_i = l_i * sc + gl.sum(p, axis=1)
+    pb = p.to(dtype)
+    p1_smem.store(pb)
+    # ---- O1 = O1 * sc0 * sc1 + P1 V1-right (registers) + P0 V0-right (shared memory) ----
+    kv1 = kv_smem.index(1)
+    _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+    acc = acc * gl.convert_layout(sc, o_row)[:, None]
+    acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
+    fence_async_shared()   # P1 -> the tensor cores of warpgroup 0
+    kv0 = kv_smem.index(0)
+    _bar(BAR_P0, False)
+    _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+    acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
+    _bar(BAR_P1, True)
+    if LAST:
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    else:
+        # P1 V1 done -> V1-right + rope free; P0 V0 done -> V0-right + rope free
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        n1 = k0 + 3
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 1, gl.load(bt_row + n1, mask=n1 < n_end, other=0),
+                   PAGE, CHUNK)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 1, gl.load(bt_row + k0 + 2), PAGE, CHUNK)
+        # S of page k0 + 3: the right half first (just loaded by us), then the left (loaded by warpgroup 0)
+        s = _qk_half(s, 1, True, q_smem, rq8, kv_smem, kr_smem, bars, 1, ph)
+        s = _qk_half(s, 0, False, q_smem, rq8, kv_smem, kr_smem, bars, 1, ph)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+        ph = ph ^ 1
+    return s, acc, l_i, ph
+
+
+@gluon.jit
+def _pair_wg(WG: gl.constexpr,
+             q_ptr, stride_qb, stride_qs, stride_qh,
+             q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+             k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
+             out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+             sm_scale_log2, R, H_Q, S_Q,
+             CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
+             CHUNK: gl.constexpr):
+    """One warpgroup (``WG`` 0 or 1) of the paired kernel: all chunks of this CTA's scheduler part."""
+    HALF: gl.constexpr = DV // 2
+    NCHUNK: gl.constexpr = D // CHUNK
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, PAGE, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HALF, 16])
+    s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
+    o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
+    q8_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
+    p1_smem = qr_smem   # the rope tile of Q lives in registers (rq8): its shared tile holds P1
+
+    part = gl.program_id(2)
+    m0 = gl.program_id(0) * BLOCK_M
+    begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
+
+    ph = 0   # phase of this warpgroup's stage barriers (stage WG: warpgroup WG is their only waiter)
+    s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
+    for bi in range(begin_idx, end_idx + 1):
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        no_split = (start == 0) & (end == L)
+        if (end > start) | (L == 0):
+            n0 = start // PAGE
+            n_end = (end + PAGE - 1) // PAGE
+            npair = (n_end - n0 + 1) // 2
+            bt_row = bt_ptr + bi.to(gl.int64) * stride_bt
+            # ---- chunk start: the previous chunk is done on both sides; stage Q (5 + 4 column chunks) ----
+            _bar(BAR_CTA, False)
+            if WG == 0:
+                _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, 0, 5, CHUNK)
+                sm_smem.store(gl.full([BLOCK_M], M_INIT, gl.float32, layout=s_row))
+            else:
+                _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, 5, NCHUNK,
+                              CHUNK)
+            fence_async_shared()
+            if npair > 0:
+                nw = n0 + WG
+                page = gl.load(bt_row + nw, mask=nw < n_end, other=0)
+                _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 0, page, PAGE, CHUNK)
+                _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 1, page, PAGE, CHUNK)
+            _bar(BAR_CTA, False)
+            rq8 = qr_smem.load(q8_layout)
+
+            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
+            if CAUSAL:
+                lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
+                lim_lo = gl.minimum(end, L - S_Q + m0 // H_Q + 1)
+            else:
+                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
+                lim_lo = end
+            l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
+            acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
+            if npair > 0:
+                s = _qk_half(s, 0, True, q_smem, rq8, kv_smem, kr_smem, bars, WG, ph)
+                s = _qk_half(s, 1, False, q_smem, rq8, kv_smem, kr_smem, bars, WG, ph)
+                s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                ph = ph ^ 1
+            for i in range(npair - 1):
+                k0 = n0 + 2 * i
+                if WG == 0:
+                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
+                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK)
+                else:
+                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
+                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK)
+            if npair > 0:
+                k0 = n0 + 2 * (npair - 1)
+                if WG == 0:
+                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
+                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK)
+                else:
+                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
+                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK)
+
+            # ---- epilogue: add the two warpgroups' row sums; both are relative to the final max in sM ----
+            lx_smem.index(WG).store(l_i)
+            _bar(BAR_CTA, False)
+            l_i = l_i + lx_smem.index(1 - WG).load(s_row)
+            m_i = sm_smem.load(s_row)
+            empty = l_i == 0.0
+            inv_l = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
+            slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+            _store_o(acc * gl.convert_layout(inv_l, o_row)[:, None], m0 + gl.arange(0, BLOCK_M, layout=o_row),
+                     WG * HALF + gl.arange(0, HALF, layout=o_col), bi, no_split, slot,
+                     out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            if WG == 0:
+                _store_lse(m_i + gl.log2(gl.where(empty, 1.0, l_i)), empty, rows_s, bi, no_split, slot, lse_ptr,
+                           lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
+
+
+@gluon.jit
+def _pair_wg1(q_ptr, stride_qb, stride_qs, stride_qh,
+              q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+              k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
+              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+              sm_scale_log2, R, H_Q, S_Q,
+              CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
+              CHUNK: gl.constexpr):
+    _pair_wg(1, q_ptr, stride_qb, stride_qs, stride_qh,
+             q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+             k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
+             out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)
+
+
+@gluon.jit
+def mla_decode_pair_kernel(
+    q_ptr, stride_qb, stride_qs, stride_qh,
+    k_desc, v_desc,
+    bt_ptr, stride_bt,
+    seqlens_ptr, meta_ptr, num_splits_ptr,
+    out_ptr, lse_ptr,
+    oacc_ptr, stride_oacc_b, stride_oacc_r,
+    lacc_ptr, stride_lacc_b,
+    sm_scale_log2,
+    R, H_Q, S_Q,
+    CAUSAL: gl.constexpr,
+    BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+    WG1_REGS: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
+    dtype: gl.constexpr = k_desc.dtype
+    # shared memory: Q latent 64 KB + Q rope 8 KB (P1 once the rope is in registers) + 2 x 72 KB pages + P0 8 KB
+    smem_layout: gl.constexpr = k_desc.layout
+    vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
+    qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
+    kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
+    kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
+    p0_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, PAGE], smem_layout)
+    sm_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)      # running row max (base 2)
+    sc0_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)     # rescale of page k0
+    sc1_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)     # rescale of page k1
+    lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # row sums per warpgroup
+    bars = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())   # (stage, half)
+    for i in gl.static_range(4):
+        mbarrier.init(bars.index(i), count=1)
+    fence_async_shared()
+
+    gl.warp_specialize([
+        (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
+                    q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+                    k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
+                    out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+        (_pair_wg1, (q_ptr, stride_qb, stride_qs, stride_qh,
+                     q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+                     k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
+                     out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
+                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+    ], [4], [WG1_REGS])
