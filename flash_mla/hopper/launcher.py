@@ -98,6 +98,15 @@ _launch_ws = CachedKernel(W.mla_decode_ws_kernel)
 _launch_pair = CachedKernel(P.mla_decode_pair_kernel)
 
 
+def _trace_arg(launch, dummy):
+    """The trace buffer argument of the kernels that take one (diagnostics; ``dummy`` when tracing is off)."""
+    if launch is _launch_ws:
+        return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy,)
+    if launch is _launch_pair:
+        return (P.TRACE_BUF if P.TRACE_BUF is not None else dummy,)
+    return ()
+
+
 def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
                       softmax_scale: float, causal: bool, out, lse, o_accum, lse_accum) -> None:
     """Split-KV MLA decode on Hopper; see ``kernel.py``. Launches on the current stream of q's device."""
@@ -113,7 +122,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair
-        variant = dict(WG1_REGS=P.WG1_REGS, num_warps=P.NUM_WARPS)
+        variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
         if P.MAXNREG is not None:
             variant["maxnreg"] = P.MAXNREG
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
@@ -126,7 +135,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), cfg, W.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),
@@ -138,7 +147,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                lse_accum, lse_accum.stride(0),
                float(softmax_scale) * K.LOG2E,
                rows, h_q, s_q,
-               *((W.TRACE_BUF if W.TRACE_BUF is not None else lse_accum,) if launch is _launch_ws else ()),
+               *(_trace_arg(launch, lse_accum)),
                CAUSAL=bool(causal) and s_q > 1,
                BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
                **variant)

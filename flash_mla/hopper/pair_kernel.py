@@ -43,11 +43,13 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, _store_o
+from .ws_kernel import _stamp
 
 NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
 WG1_REGS = 240         # setmaxnreg of warpgroup 1
 MAXNREG = None         # 8 warps: up to 255 registers per thread at launch
 V_BOX = 4              # 64-column tiles per latent TMA box: a page is loaded in halves
+TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
 BAR_SC0 = gl.constexpr(9)      # wg0 -> wg1: sM, sc0 of page k0 published
@@ -88,16 +90,16 @@ def _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, H: g
 
 
 @gluon.jit
-def _qk_half(s, H: gl.constexpr, first: gl.constexpr, q_smem, rq8, kv_smem, kr_smem, bars, STAGE: gl.constexpr,
+def _qk_half(s, H: gl.constexpr, first: gl.constexpr, q_smem, qr_smem, kv_smem, kr_smem, bars, STAGE: gl.constexpr,
              ph):
     """Wait for half ``H`` of the page in ``STAGE`` and issue S (+)= Q[:, half] K[:, half]^T (async); half 1
-    includes the rope columns (Q's from registers)."""
+    includes the rope columns."""
     HW: gl.constexpr = q_smem.shape[1] // 2
     mbarrier.wait(bars.index(2 * STAGE + H), ph)
     s = warpgroup_mma(q_smem.slice(H * HW, HW, dim=1), kv_smem.index(STAGE).slice(H * HW, HW, dim=1).permute((1, 0)),
                       s, use_acc=not first, is_async=True)
     if H == 1:
-        s = warpgroup_mma(rq8, kr_smem.index(STAGE).permute((1, 0)), s, is_async=True)
+        s = warpgroup_mma(qr_smem, kr_smem.index(STAGE).permute((1, 0)), s, is_async=True)
     return s
 
 
@@ -132,9 +134,11 @@ def _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem
 
 
 @gluon.jit
-def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, bt_row,
-              q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
-              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
+              q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc,
+              v_desc,
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr,
+              P0_F32: gl.constexpr = False):
     """Warpgroup 0's share of pair (k0, k0 + 1); ``s`` = S of page k0. Returns S of page k0 + 2 (unless LAST)."""
     dtype: gl.constexpr = q_smem.dtype
     HALF: gl.constexpr = acc.shape[1]
@@ -144,6 +148,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
 
+    _stamp(trace_ptr, it, 0, TRACE)
     # ---- softmax of page k0 against the running max ----
     sv = _scores(s, k0, lim, lim_lo, sm_scale_log2, PAGE)
     m_old = sm_smem.load(s_row)
@@ -152,20 +157,27 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
     sm_smem.store(m_new)
     sc0_smem.store(sc0)
     _bar(BAR_SC0, True)
+    _stamp(trace_ptr, it, 1, TRACE)
     p = gl.exp2(sv - m_new[:, None])
     l_i = l_i * sc0 + gl.sum(p, axis=1)
     # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
     kv0 = kv_smem.index(0)
     _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
     acc = acc * gl.convert_layout(sc0, o_row)[:, None]
-    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), a_layout), kv0.slice(0, HALF, dim=1), acc, is_async=True)
+    pb = p.to(dtype)
+    acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv0.slice(0, HALF, dim=1), acc, is_async=True)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    _stamp(trace_ptr, it, 2, TRACE)
     # ---- warpgroup 1's max is in; V0-left is free: start the next pair's first page ----
     _bar(BAR_SC1, False)
+    _stamp(trace_ptr, it, 3, TRACE)
     if not LAST:
         _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, gl.load(bt_row + k0 + 2), PAGE, CHUNK)
     sc1 = sc1_smem.load(s_row)
-    p0_smem.store((p * sc1[:, None]).to(dtype))
+    if P0_F32:
+        p0_smem.store((p * sc1[:, None]).to(dtype))
+    else:
+        p0_smem.store((pb.to(gl.float32) * sc1[:, None]).to(dtype))
     fence_async_shared()
     _bar(BAR_P0, True)
     # ---- O0 = O0 * sc1 + P1 V1-left (P1 from warpgroup 1 through shared memory) ----
@@ -174,26 +186,30 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
     l_i = l_i * sc1
     acc = acc * gl.convert_layout(sc1, o_row)[:, None]
     _bar(BAR_P1, False)
+    _stamp(trace_ptr, it, 4, TRACE)
     acc = warpgroup_mma(p1_smem, kv1.slice(0, HALF, dim=1), acc, is_async=True)
     if LAST:
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     else:
         # S of page k0 + 2 on its left half (loaded above), then V1-left free -> next pair's second page
-        s = _qk_half(s, 0, True, q_smem, rq8, kv_smem, kr_smem, bars, 0, ph)
+        s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        _stamp(trace_ptr, it, 5, TRACE)
         n1 = k0 + 3
         _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, gl.load(bt_row + n1, mask=n1 < n_end, other=0),
                    PAGE, CHUNK)
-        s = _qk_half(s, 1, False, q_smem, rq8, kv_smem, kr_smem, bars, 0, ph)
+        s = _qk_half(s, 1, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
         acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s))
+        _stamp(trace_ptr, it, 6, TRACE)
         ph = ph ^ 1
     return s, acc, l_i, ph
 
 
 @gluon.jit
-def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, bt_row,
-              q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
-              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
+              q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc,
+              v_desc,
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
     """Warpgroup 1's share of pair (k0, k0 + 1); ``s`` = S of page k0 + 1 (garbage if it does not exist).
     Returns S of page k0 + 3 (unless LAST)."""
     dtype: gl.constexpr = q_smem.dtype
@@ -205,9 +221,11 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     k1 = k0 + 1
 
+    _stamp(trace_ptr, it, 8, TRACE)
     # ---- softmax of page k1 against warpgroup 0's max ----
     sv = _scores(s, k1, lim, lim_lo, sm_scale_log2, PAGE)
     _bar(BAR_SC0, False)
+    _stamp(trace_ptr, it, 9, TRACE)
     m_old = sm_smem.load(s_row)
     m_new = gl.maximum(m_old, gl.max(sv, axis=1))
     sc1 = gl.exp2(m_old - m_new)
@@ -215,6 +233,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
     sc1_smem.store(sc1)
     sc = sc1 * sc0_smem.load(s_row)
     _bar(BAR_SC1, True)
+    _stamp(trace_ptr, it, 10, TRACE)
     p = gl.exp2(sv - m_new[:, None])
     l_i = l_i * sc + gl.sum(p, axis=1)
     pb = p.to(dtype)
@@ -227,6 +246,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
     fence_async_shared()   # P1 -> the tensor cores of warpgroup 0
     kv0 = kv_smem.index(0)
     _bar(BAR_P0, False)
+    _stamp(trace_ptr, it, 11, TRACE)
     _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
     acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
     _bar(BAR_P1, True)
@@ -235,15 +255,18 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
     else:
         # P1 V1 done -> V1-right + rope free; P0 V0 done -> V0-right + rope free
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        _stamp(trace_ptr, it, 12, TRACE)
         n1 = k0 + 3
         _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 1, gl.load(bt_row + n1, mask=n1 < n_end, other=0),
                    PAGE, CHUNK)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        _stamp(trace_ptr, it, 13, TRACE)
         _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 1, gl.load(bt_row + k0 + 2), PAGE, CHUNK)
         # S of page k0 + 3: the right half first (just loaded by us), then the left (loaded by warpgroup 0)
-        s = _qk_half(s, 1, True, q_smem, rq8, kv_smem, kr_smem, bars, 1, ph)
-        s = _qk_half(s, 0, False, q_smem, rq8, kv_smem, kr_smem, bars, 1, ph)
+        s = _qk_half(s, 1, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
+        s = _qk_half(s, 0, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+        _stamp(trace_ptr, it, 14, TRACE)
         ph = ph ^ 1
     return s, acc, l_i, ph
 
@@ -251,12 +274,12 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8, 
 @gluon.jit
 def _pair_wg(WG: gl.constexpr,
              q_ptr, stride_qb, stride_qs, stride_qh,
-             q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+             q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
              k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
              sm_scale_log2, R, H_Q, S_Q,
              CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-             CHUNK: gl.constexpr):
+             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     """One warpgroup (``WG`` 0 or 1) of the paired kernel: all chunks of this CTA's scheduler part."""
     HALF: gl.constexpr = DV // 2
     NCHUNK: gl.constexpr = D // CHUNK
@@ -268,13 +291,14 @@ def _pair_wg(WG: gl.constexpr,
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
-    q8_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
-    p1_smem = qr_smem   # the rope tile of Q lives in registers (rq8): its shared tile holds P1
+    # P0 goes over the rope slot of stage 0 (dead once S0 is done; refilled only after P0 V0-right)
+    p0_smem = kr_smem.index(0)
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
     begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
 
+    it = 0   # pairs of this CTA (trace index)
     ph = 0   # phase of this warpgroup's stage barriers (stage WG: warpgroup WG is their only waiter)
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     for bi in range(begin_idx, end_idx + 1):
@@ -300,7 +324,6 @@ def _pair_wg(WG: gl.constexpr,
                 _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 0, page, PAGE, CHUNK)
                 _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 1, page, PAGE, CHUNK)
             _bar(BAR_CTA, False)
-            rq8 = qr_smem.load(q8_layout)
 
             rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
             if CAUSAL:
@@ -312,30 +335,35 @@ def _pair_wg(WG: gl.constexpr,
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
             if npair > 0:
-                s = _qk_half(s, 0, True, q_smem, rq8, kv_smem, kr_smem, bars, WG, ph)
-                s = _qk_half(s, 1, False, q_smem, rq8, kv_smem, kr_smem, bars, WG, ph)
+                s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, WG, ph)
+                s = _qk_half(s, 1, False, q_smem, qr_smem, kv_smem, kr_smem, bars, WG, ph)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 ph = ph ^ 1
             for i in range(npair - 1):
                 k0 = n0 + 2 * i
                 if WG == 0:
-                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
-                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK)
+                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
+                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK,
+                                                trace_ptr, it, TRACE)
                 else:
-                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
-                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK)
+                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
+                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK,
+                                                trace_ptr, it, TRACE)
+                it += 1
             if npair > 0:
                 k0 = n0 + 2 * (npair - 1)
                 if WG == 0:
-                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
-                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK)
+                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
+                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK,
+                                                trace_ptr, it, TRACE)
                 else:
-                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, rq8,
-                                                bt_row, q_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK)
+                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
+                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
+                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK,
+                                                trace_ptr, it, TRACE)
 
             # ---- epilogue: add the two warpgroups' row sums; both are relative to the final max in sM ----
             lx_smem.index(WG).store(l_i)
@@ -355,17 +383,17 @@ def _pair_wg(WG: gl.constexpr,
 
 @gluon.jit
 def _pair_wg1(q_ptr, stride_qb, stride_qs, stride_qh,
-              q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+              q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
               k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
               out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
               sm_scale_log2, R, H_Q, S_Q,
               CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-              CHUNK: gl.constexpr):
+              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     _pair_wg(1, q_ptr, stride_qb, stride_qs, stride_qh,
-             q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+             q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
              k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)
+             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
 
 
 @gluon.jit
@@ -379,21 +407,22 @@ def mla_decode_pair_kernel(
     lacc_ptr, stride_lacc_b,
     sm_scale_log2,
     R, H_Q, S_Q,
+    trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    WG1_REGS: gl.constexpr,
+    WG1_REGS: gl.constexpr, TRACE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
     dtype: gl.constexpr = k_desc.dtype
-    # shared memory: Q latent 64 KB + Q rope 8 KB (P1 once the rope is in registers) + 2 x 72 KB pages + P0 8 KB
+    # shared memory: Q 72 KB + 2 x 72 KB pages (P0 over stage 0's rope slot) + P1 8 KB
     smem_layout: gl.constexpr = k_desc.layout
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
     qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
     kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
     kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
-    p0_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, PAGE], smem_layout)
+    p1_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, PAGE], smem_layout)
     sm_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)      # running row max (base 2)
     sc0_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)     # rescale of page k0
     sc1_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)     # rescale of page k1
@@ -405,13 +434,13 @@ def mla_decode_pair_kernel(
 
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
-                    q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+                    q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                     k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                     out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
         (_pair_wg1, (q_ptr, stride_qb, stride_qs, stride_qh,
-                     q_smem, qr_smem, kv_smem, kr_smem, p0_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
+                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                      k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                      out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK)),
+                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
     ], [4], [WG1_REGS])

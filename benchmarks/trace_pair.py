@@ -1,0 +1,46 @@
+"""Per-pair timeline of the paired kernel (SM clock stamps of CTA (0, 0, 0); diagnostics only).
+
+    python3 benchmarks/trace_pair.py 8192 128 2 0
+Events (pair_kernel._stamp). Warpgroup 0: 0 pair start, 1 softmax0 published, 2 P0 V0L done, 3 sc1 in,
+4 P1 in, 5 P1 V1L done, 6 S(k0+2) done. Warpgroup 1: 8 pair start, 9 sc0 in, 10 softmax1 published, 11 P0 in,
+12 P1 V1R done, 13 P0 V0R done, 14 S(k1+2) done. Times in cycles, relative to warpgroup 0's pair start.
+"""
+import sys
+
+import torch
+
+import flash_mla.hopper.launcher as hl
+import flash_mla.hopper.pair_kernel as P
+from flash_mla.bench import Config, decode_call
+
+
+def main():
+    s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
+    hl.CONFIG_OVERRIDE = hl.PAIR
+    P.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
+    fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
+    for _ in range(4):
+        fn()
+    torch.cuda.synchronize()
+    t = P.TRACE_BUF.view(256, 16).cpu().long()
+    n = int((t[:, 6] > 0).sum())
+    print(f"s_k={s_k} h_q={h_q} s_q={s_q}: {n} pairs traced (CTA 0)")
+    ev0 = [0, 1, 2, 3, 4, 5, 6]
+    ev1 = [8, 9, 10, 11, 12, 13, 14]
+    print("pair | wg0: sm0 P0V0L ->sc1 ->P1 P1V1L S' | wg1 (from wg0 start): start sc0 sm1 P0 P1V1R P0V0R S' | period")
+    per = []
+    for i in range(1, min(n, 40)):
+        r = t[i]
+        b = int(r[0])
+        d0 = [int(r[ev0[k + 1]] - r[ev0[k]]) for k in range(len(ev0) - 1)]
+        d1 = [int(r[e] - b) for e in ev1]
+        period = int(t[i + 1, 0] - r[0]) if i + 1 < n else 0
+        if period > 0:
+            per.append(period)
+        print(f"{i:4d} | {' '.join(f'{x:5d}' for x in d0)} | {' '.join(f'{x:6d}' for x in d1)} | {period}")
+    if per:
+        print("median pair period (cycles):", sorted(per)[len(per) // 2], "-> per page", sorted(per)[len(per) // 2] / 2)
+
+
+if __name__ == "__main__":
+    main()
