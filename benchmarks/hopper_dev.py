@@ -126,18 +126,23 @@ def set_cfg(cfg):
     """A launcher config, or ``"ws:NAME=V,..."``: the ws kernel with module constants of ws_kernel overridden
     (e.g. ``ws:PV_REGS=184``; experiments add their switches there); None restores the defaults."""
     import flash_mla.hopper.launcher as hl
+    import flash_mla.hopper.pair_kernel as P
     import flash_mla.hopper.ws_kernel as W
-    override = isinstance(cfg, str) and cfg.startswith("ws:")
-    if _WS_DEFAULTS or override:   # the launch cache's key does not cover ws_kernel's module constants
+    mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair)}
+    kind = cfg.split(":")[0] if isinstance(cfg, str) and ":" in cfg else None
+    if _WS_DEFAULTS or kind:   # the launch cache's key does not cover the kernel modules' constants
         hl._launch_ws.compiled.clear()
-    for k, v in _WS_DEFAULTS.items():
-        setattr(W, k, v)
-    if override:
-        for kv in cfg[3:].split(","):
+        hl._launch_pair.compiled.clear()
+    for (mk, k), v in _WS_DEFAULTS.items():
+        setattr(mods[mk][0], k, v)
+    if kind:
+        mod = mods[kind][0]
+        for kv in cfg.split(":", 1)[1].split(","):
             k, v = kv.split("=")
-            _WS_DEFAULTS.setdefault(k, getattr(W, k))
-            setattr(W, k, int(v))
-        cfg = hl.WS
+            old = getattr(mod, k)
+            _WS_DEFAULTS.setdefault((kind, k), old)
+            setattr(mod, k, int(v))
+        cfg = mods[kind][1]
     hl.CONFIG_OVERRIDE = cfg
 
 
@@ -208,7 +213,7 @@ if __name__ == "__main__":
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
     import flash_mla.hopper.launcher as _hl
     _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "pair": _hl.PAIR, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
-    cfgs = [(_named[c] if c in _named else c if c.startswith("ws:") else tuple(bool(int(x)) for x in c.split(",")))
+    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:")) else tuple(bool(int(x)) for x in c.split(",")))
             for c in args.cfgs.split(";") if c] or [None]
     res = []
     if not args.no_check:

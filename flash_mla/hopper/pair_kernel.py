@@ -49,6 +49,7 @@ NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one
 WG1_REGS = 240         # setmaxnreg of warpgroup 1
 MAXNREG = None         # 8 warps: up to 255 registers per thread at launch
 V_BOX = 4              # 64-column tiles per latent TMA box: a page is loaded in halves
+REFILL_FIRST = 0       # warpgroup 0 refills V1-left before (True) or after issuing S-left of k0 + 2
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -138,7 +139,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
               q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc,
               v_desc,
               LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr,
-              P0_F32: gl.constexpr = False):
+              REFILL_FIRST: gl.constexpr, P0_F32: gl.constexpr = False):
     """Warpgroup 0's share of pair (k0, k0 + 1); ``s`` = S of page k0. Returns S of page k0 + 2 (unless LAST)."""
     dtype: gl.constexpr = q_smem.dtype
     HALF: gl.constexpr = acc.shape[1]
@@ -149,6 +150,9 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
 
     _stamp(trace_ptr, it, 0, TRACE)
+    if not LAST:   # block-table entries of the next pair, read early (off the refill path)
+        pg0 = gl.load(bt_row + k0 + 2)
+        pg1 = gl.load(bt_row + k0 + 3, mask=k0 + 3 < n_end, other=0)
     # ---- softmax of page k0 against the running max ----
     sv = _scores(s, k0, lim, lim_lo, sm_scale_log2, PAGE)
     m_old = sm_smem.load(s_row)
@@ -172,7 +176,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     _bar(BAR_SC1, False)
     _stamp(trace_ptr, it, 3, TRACE)
     if not LAST:
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, gl.load(bt_row + k0 + 2), PAGE, CHUNK)
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, pg0, PAGE, CHUNK)
     sc1 = sc1_smem.load(s_row)
     if P0_F32:
         p0_smem.store((p * sc1[:, None]).to(dtype))
@@ -191,13 +195,18 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     if LAST:
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     else:
-        # S of page k0 + 2 on its left half (loaded above), then V1-left free -> next pair's second page
-        s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-        _stamp(trace_ptr, it, 5, TRACE)
-        n1 = k0 + 3
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, gl.load(bt_row + n1, mask=n1 < n_end, other=0),
-                   PAGE, CHUNK)
+        if REFILL_FIRST:
+            # P1 V1-left done -> V1-left free: next pair's second page; then S of page k0 + 2
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            _stamp(trace_ptr, it, 5, TRACE)
+            _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, pg1, PAGE, CHUNK)
+            s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
+        else:
+            # S of page k0 + 2 on its left half (loaded above), then V1-left free -> next pair's second page
+            s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+            _stamp(trace_ptr, it, 5, TRACE)
+            _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, pg1, PAGE, CHUNK)
         s = _qk_half(s, 1, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
         acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s))
         _stamp(trace_ptr, it, 6, TRACE)
@@ -222,6 +231,9 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     k1 = k0 + 1
 
     _stamp(trace_ptr, it, 8, TRACE)
+    if not LAST:   # block-table entries of the next pair, read early (off the refill path)
+        pg0 = gl.load(bt_row + k0 + 2)
+        pg1 = gl.load(bt_row + k0 + 3, mask=k0 + 3 < n_end, other=0)
     # ---- softmax of page k1 against warpgroup 0's max ----
     sv = _scores(s, k1, lim, lim_lo, sm_scale_log2, PAGE)
     _bar(BAR_SC0, False)
@@ -256,12 +268,10 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
         # P1 V1 done -> V1-right + rope free; P0 V0 done -> V0-right + rope free
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
         _stamp(trace_ptr, it, 12, TRACE)
-        n1 = k0 + 3
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 1, gl.load(bt_row + n1, mask=n1 < n_end, other=0),
-                   PAGE, CHUNK)
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 1, pg1, PAGE, CHUNK)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         _stamp(trace_ptr, it, 13, TRACE)
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 1, gl.load(bt_row + k0 + 2), PAGE, CHUNK)
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 1, pg0, PAGE, CHUNK)
         # S of page k0 + 3: the right half first (just loaded by us), then the left (loaded by warpgroup 0)
         s = _qk_half(s, 1, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
         s = _qk_half(s, 0, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
@@ -279,7 +289,7 @@ def _pair_wg(WG: gl.constexpr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
              sm_scale_log2, R, H_Q, S_Q,
              CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, REFILL_FIRST: gl.constexpr):
     """One warpgroup (``WG`` 0 or 1) of the paired kernel: all chunks of this CTA's scheduler part."""
     HALF: gl.constexpr = DV // 2
     NCHUNK: gl.constexpr = D // CHUNK
@@ -345,7 +355,7 @@ def _pair_wg(WG: gl.constexpr,
                     s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
                                                 sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE)
+                                                trace_ptr, it, TRACE, REFILL_FIRST)
                 else:
                     s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
@@ -358,7 +368,7 @@ def _pair_wg(WG: gl.constexpr,
                     s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
                                                 sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE)
+                                                trace_ptr, it, TRACE, REFILL_FIRST)
                 else:
                     s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
@@ -388,12 +398,13 @@ def _pair_wg1(q_ptr, stride_qb, stride_qs, stride_qh,
               out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
               sm_scale_log2, R, H_Q, S_Q,
               CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, REFILL_FIRST: gl.constexpr):
     _pair_wg(1, q_ptr, stride_qb, stride_qs, stride_qh,
              q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
              k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
+             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
+             REFILL_FIRST)
 
 
 @gluon.jit
@@ -410,7 +421,7 @@ def mla_decode_pair_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    WG1_REGS: gl.constexpr, TRACE: gl.constexpr,
+    WG1_REGS: gl.constexpr, TRACE: gl.constexpr, REFILL_FIRST: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
@@ -437,10 +448,12 @@ def mla_decode_pair_kernel(
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                     k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                     out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
+             REFILL_FIRST)),
         (_pair_wg1, (q_ptr, stride_qb, stride_qs, stride_qh,
                      q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                      k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                      out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
+             REFILL_FIRST)),
     ], [4], [WG1_REGS])
