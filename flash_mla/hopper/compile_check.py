@@ -73,8 +73,7 @@ def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides)
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
     sig = _sig(dtype_str, layout, P.mla_decode_pair_kernel, v_box=P.V_BOX)
     consts = {"CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
-              "CHUNK": K.CHUNK, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "TRACE": False,
-              "REFILL_FIRST": bool(P.REFILL_FIRST)}
+              "CHUNK": K.CHUNK, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "TRACE": False}
     consts.update(overrides)
     options = {"num_warps": P.NUM_WARPS}
     if P.MAXNREG is not None:

@@ -49,14 +49,11 @@ NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one
 WG1_REGS = 240         # setmaxnreg of warpgroup 1
 MAXNREG = None         # 8 warps: up to 255 registers per thread at launch
 V_BOX = 4              # 64-column tiles per latent TMA box: a page is loaded in halves
-REFILL_FIRST = 0       # warpgroup 0 refills V1-left before (True) or after issuing S-left of k0 + 2
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
-BAR_SC0 = gl.constexpr(9)      # wg0 -> wg1: sM, sc0 of page k0 published
-BAR_SC1 = gl.constexpr(10)     # wg1 -> wg0: sM, sc1 of page k1 published
-BAR_P0 = gl.constexpr(11)      # wg0 -> wg1: P0 (rescaled) in shared memory
-BAR_P1 = gl.constexpr(12)      # wg1 -> wg0: P1 in shared memory and P0 V0-right issued
+BAR_SC0 = gl.constexpr(9)      # wg0 -> wg1: m_a (in sM), sc0 and P0 of page k0 published
+BAR_SC1 = gl.constexpr(10)     # wg1 -> wg0: m_b (in sM), sc1 and P1 of page k1 published
 M_INIT = gl.constexpr(-1.0e30)              # running max before the first key (finite: no inf - inf)
 
 
@@ -137,9 +134,8 @@ def _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem
 @gluon.jit
 def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
               q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc,
-              v_desc,
-              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr,
-              REFILL_FIRST: gl.constexpr, P0_F32: gl.constexpr = False):
+              v_desc, LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it,
+              TRACE: gl.constexpr):
     """Warpgroup 0's share of pair (k0, k0 + 1); ``s`` = S of page k0. Returns S of page k0 + 2 (unless LAST)."""
     dtype: gl.constexpr = q_smem.dtype
     HALF: gl.constexpr = acc.shape[1]
@@ -153,62 +149,48 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     if not LAST:   # block-table entries of the next pair, read early (off the refill path)
         pg0 = gl.load(bt_row + k0 + 2)
         pg1 = gl.load(bt_row + k0 + 3, mask=k0 + 3 < n_end, other=0)
-    # ---- softmax of page k0 against the running max ----
+    # ---- softmax of page k0 against the running max m; publish m_a, sc0 and P0 together ----
     sv = _scores(s, k0, lim, lim_lo, sm_scale_log2, PAGE)
     m_old = sm_smem.load(s_row)
     m_new = gl.maximum(m_old, gl.max(sv, axis=1))
     sc0 = gl.exp2(m_old - m_new)
-    sm_smem.store(m_new)
-    sc0_smem.store(sc0)
-    _bar(BAR_SC0, True)
-    _stamp(trace_ptr, it, 1, TRACE)
     p = gl.exp2(sv - m_new[:, None])
     l_i = l_i * sc0 + gl.sum(p, axis=1)
+    pb = p.to(dtype)
+    sm_smem.store(m_new)
+    sc0_smem.store(sc0)
+    p0_smem.store(pb)
+    fence_async_shared()
+    _bar(BAR_SC0, True)
+    _stamp(trace_ptr, it, 1, TRACE)
     # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
     kv0 = kv_smem.index(0)
     _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
     acc = acc * gl.convert_layout(sc0, o_row)[:, None]
-    pb = p.to(dtype)
     acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv0.slice(0, HALF, dim=1), acc, is_async=True)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     _stamp(trace_ptr, it, 2, TRACE)
-    # ---- warpgroup 1's max is in; V0-left is free: start the next pair's first page ----
-    _bar(BAR_SC1, False)
-    _stamp(trace_ptr, it, 3, TRACE)
+    # ---- V0-left is free: start the next pair's first page; take warpgroup 1's max, sc1 and P1 ----
     if not LAST:
         _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, pg0, PAGE, CHUNK)
+    _bar(BAR_SC1, False)
+    _stamp(trace_ptr, it, 3, TRACE)
     sc1 = sc1_smem.load(s_row)
-    if P0_F32:
-        p0_smem.store((p * sc1[:, None]).to(dtype))
-    else:
-        p0_smem.store((pb.to(gl.float32) * sc1[:, None]).to(dtype))
-    fence_async_shared()
-    _bar(BAR_P0, True)
-    # ---- O0 = O0 * sc1 + P1 V1-left (P1 from warpgroup 1 through shared memory) ----
+    l_i = l_i * sc1
     kv1 = kv_smem.index(1)
     _ss_zero_v(kv1, end - (k0 + 1) * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
-    l_i = l_i * sc1
+    # ---- O0 = O0 * sc1 + P1 V1-left (P1 from warpgroup 1 through shared memory) ----
     acc = acc * gl.convert_layout(sc1, o_row)[:, None]
-    _bar(BAR_P1, False)
-    _stamp(trace_ptr, it, 4, TRACE)
     acc = warpgroup_mma(p1_smem, kv1.slice(0, HALF, dim=1), acc, is_async=True)
-    if LAST:
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    else:
-        if REFILL_FIRST:
-            # P1 V1-left done -> V1-left free: next pair's second page; then S of page k0 + 2
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            _stamp(trace_ptr, it, 5, TRACE)
-            _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, pg1, PAGE, CHUNK)
-            s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
-        else:
-            # S of page k0 + 2 on its left half (loaded above), then V1-left free -> next pair's second page
-            s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
-            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-            _stamp(trace_ptr, it, 5, TRACE)
-            _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, pg1, PAGE, CHUNK)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    _stamp(trace_ptr, it, 4, TRACE)
+    if not LAST:
+        # V1-left free: the next pair's second page; then S of page k0 + 2, half by half as it lands
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, pg1, PAGE, CHUNK)
+        s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
+        _stamp(trace_ptr, it, 5, TRACE)
         s = _qk_half(s, 1, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
-        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=(acc, s))
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
         _stamp(trace_ptr, it, 6, TRACE)
         ph = ph ^ 1
     return s, acc, l_i, ph
@@ -217,8 +199,8 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
 @gluon.jit
 def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
               q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc,
-              v_desc,
-              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
+              v_desc, LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it,
+              TRACE: gl.constexpr):
     """Warpgroup 1's share of pair (k0, k0 + 1); ``s`` = S of page k0 + 1 (garbage if it does not exist).
     Returns S of page k0 + 3 (unless LAST)."""
     dtype: gl.constexpr = q_smem.dtype
@@ -234,45 +216,42 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     if not LAST:   # block-table entries of the next pair, read early (off the refill path)
         pg0 = gl.load(bt_row + k0 + 2)
         pg1 = gl.load(bt_row + k0 + 3, mask=k0 + 3 < n_end, other=0)
-    # ---- softmax of page k1 against warpgroup 0's max ----
     sv = _scores(s, k1, lim, lim_lo, sm_scale_log2, PAGE)
+    # ---- O1 = O1 * sc0 + P0 V0-right first (P0 unscaled, relative to m_a), under our softmax ----
     _bar(BAR_SC0, False)
     _stamp(trace_ptr, it, 9, TRACE)
+    kv0 = kv_smem.index(0)
+    _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+    sc0 = sc0_smem.load(s_row)
+    acc = acc * gl.convert_layout(sc0, o_row)[:, None]
+    acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
+    # ---- softmax of page k1 against m_a; publish m_b, sc1 and P1 together ----
     m_old = sm_smem.load(s_row)
     m_new = gl.maximum(m_old, gl.max(sv, axis=1))
     sc1 = gl.exp2(m_old - m_new)
+    p = gl.exp2(sv - m_new[:, None])
+    l_i = l_i * (sc0 * sc1) + gl.sum(p, axis=1)
+    pb = p.to(dtype)
     sm_smem.store(m_new)
     sc1_smem.store(sc1)
-    sc = sc1 * sc0_smem.load(s_row)
+    p1_smem.store(pb)
+    fence_async_shared()
     _bar(BAR_SC1, True)
     _stamp(trace_ptr, it, 10, TRACE)
-    p = gl.exp2(sv - m_new[:, None])
-    l_i = l_i * sc + gl.sum(p, axis=1)
-    pb = p.to(dtype)
-    p1_smem.store(pb)
-    # ---- O1 = O1 * sc0 * sc1 + P1 V1-right (registers) + P0 V0-right (shared memory) ----
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    _stamp(trace_ptr, it, 11, TRACE)
+    if not LAST:   # P0 V0 done: V0-right + rope (and P0) free -> the next pair's first page
+        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 1, pg0, PAGE, CHUNK)
+    # ---- O1 = O1 * sc1 + P1 V1-right (P1 from registers) ----
     kv1 = kv_smem.index(1)
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    acc = acc * gl.convert_layout(sc, o_row)[:, None]
+    acc = acc * gl.convert_layout(sc1, o_row)[:, None]
     acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
-    fence_async_shared()   # P1 -> the tensor cores of warpgroup 0
-    kv0 = kv_smem.index(0)
-    _bar(BAR_P0, False)
-    _stamp(trace_ptr, it, 11, TRACE)
-    _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
-    _bar(BAR_P1, True)
-    if LAST:
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    else:
-        # P1 V1 done -> V1-right + rope free; P0 V0 done -> V0-right + rope free
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-        _stamp(trace_ptr, it, 12, TRACE)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    _stamp(trace_ptr, it, 12, TRACE)
+    if not LAST:
+        # V1-right + rope free -> the next pair's second page; S of page k0 + 3 (right half first: ours)
         _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 1, pg1, PAGE, CHUNK)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        _stamp(trace_ptr, it, 13, TRACE)
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 1, pg0, PAGE, CHUNK)
-        # S of page k0 + 3: the right half first (just loaded by us), then the left (loaded by warpgroup 0)
         s = _qk_half(s, 1, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
         s = _qk_half(s, 0, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
@@ -289,7 +268,7 @@ def _pair_wg(WG: gl.constexpr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
              sm_scale_log2, R, H_Q, S_Q,
              CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, REFILL_FIRST: gl.constexpr):
+             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     """One warpgroup (``WG`` 0 or 1) of the paired kernel: all chunks of this CTA's scheduler part."""
     HALF: gl.constexpr = DV // 2
     NCHUNK: gl.constexpr = D // CHUNK
@@ -355,7 +334,7 @@ def _pair_wg(WG: gl.constexpr,
                     s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
                                                 sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE, REFILL_FIRST)
+                                                trace_ptr, it, TRACE)
                 else:
                     s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
@@ -368,7 +347,7 @@ def _pair_wg(WG: gl.constexpr,
                     s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
                                                 sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE, REFILL_FIRST)
+                                                trace_ptr, it, TRACE)
                 else:
                     s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                                                 bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
@@ -398,13 +377,12 @@ def _pair_wg1(q_ptr, stride_qb, stride_qs, stride_qh,
               out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
               sm_scale_log2, R, H_Q, S_Q,
               CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, REFILL_FIRST: gl.constexpr):
+              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     _pair_wg(1, q_ptr, stride_qb, stride_qs, stride_qh,
              q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
              k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
-             REFILL_FIRST)
+             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
 
 
 @gluon.jit
@@ -421,7 +399,7 @@ def mla_decode_pair_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    WG1_REGS: gl.constexpr, TRACE: gl.constexpr, REFILL_FIRST: gl.constexpr,
+    WG1_REGS: gl.constexpr, TRACE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
@@ -448,12 +426,10 @@ def mla_decode_pair_kernel(
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                     k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                     out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
-             REFILL_FIRST)),
+                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
         (_pair_wg1, (q_ptr, stride_qb, stride_qs, stride_qh,
                      q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                      k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                      out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
-             REFILL_FIRST)),
+                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
     ], [4], [WG1_REGS])
