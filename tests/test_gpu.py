@@ -33,6 +33,26 @@ def assert_close_flashmla(out, lse, ref_out, ref_lse, dtype):
     torch.testing.assert_close(lse, ref_lse, atol=1e-3, rtol=1e-4)
 
 
+def edge_inputs(lens, s_q, h_q, dtype, page=64, seed=0):
+    """Shuffled 64-row pages, NaN in every cache row past each sequence's end, garbage table entries after the
+    last page (never valid indices), random q (the hopper_dev correctness cases)."""
+    torch.manual_seed(seed)
+    b = len(lens)
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    max_pages = -(-max(lens) // page) + 2
+    nblk = b * max_pages + 3
+    kc = torch.randn(nblk, page, 1, 576, dtype=dtype, device="cuda")
+    bt = torch.randperm(nblk, device="cuda")[: b * max_pages].int().reshape(b, max_pages)
+    for i, L in enumerate(lens):
+        used = -(-L // page)
+        if used and L % page:
+            kc[bt[i, used - 1].long(), L % page:] = float("nan")
+        kc[bt[i, used:].long()] = float("nan")
+        bt[i, used:] = 2147480000
+    q = torch.randn(b, s_q, h_q, 576, dtype=dtype, device="cuda")
+    return q, kc, bt, seqlens
+
+
 def backends_here(q, kc):
     names = ["triton"]
     if resolve_backend(q, kc, 512) == "hopper":
@@ -96,3 +116,26 @@ def test_hopper_lockstep_variants(cfg, s_k, h_q, s_q, varlen):
     finally:
         hl.CONFIG_OVERRIDE = None
     assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)
+
+
+@pytest.mark.parametrize("lens,s_q,h_q,dtype,causal,parts", [
+    ([1, 63, 64, 65, 130, 200], 1, 16, torch.bfloat16, False, None),     # odd / partial / single pages
+    ([0, 100, 0, 64], 1, 16, torch.bfloat16, False, None),               # empty sequences
+    ([5000, 3000, 65, 4097], 2, 64, torch.float16, True, 132),           # many splits, causal, fp16
+    ([4096, 1000, 7000], 2, 128, torch.bfloat16, True, 132),             # several row blocks, splits
+    ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
+], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal"])
+def test_hopper_pair_kernel(lens, s_q, h_q, dtype, causal, parts):
+    """The opt-in paired kernel (pair_kernel.mla_decode_pair_kernel) via launcher.CONFIG_OVERRIDE = PAIR."""
+    q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
+    if resolve_backend(q, kc, 512) != "hopper":
+        pytest.skip("needs the Hopper backend")
+    import flash_mla.hopper.launcher as hl
+    meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
+    ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
+    hl.CONFIG_OVERRIDE = hl.PAIR
+    try:
+        out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
+    finally:
+        hl.CONFIG_OVERRIDE = None
+    assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)

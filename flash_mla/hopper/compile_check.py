@@ -116,9 +116,14 @@ def stats(compiled) -> dict:
 
 
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
-    """``stats`` of one compiled variant (``kind`` ``"ws"`` or ``"lockstep"``) plus its warp count and whether
+    """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"pair"`` or ``"lockstep"``) plus its warp count and whether
     its PTX targets sm_90a and uses ``setmaxnreg``."""
-    k = compile_sm90_ws(dtype_str, causal) if kind == "ws" else compile_sm90(dtype_str, causal, *config)
+    if kind == "ws":
+        k = compile_sm90_ws(dtype_str, causal)
+    elif kind == "pair":
+        k = compile_sm90_pair(dtype_str, causal)
+    else:
+        k = compile_sm90(dtype_str, causal, *config)
     ptx = k.asm["ptx"]
     return dict(stats(k), num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx,
                 setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx)
