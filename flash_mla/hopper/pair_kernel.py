@@ -1,36 +1,36 @@
-"""Paired ("seesaw") Hopper MLA decoding kernel: two warpgroups, pages taken two at a time.
+"""Paired ("seesaw") Hopper MLA decoding kernel: two warpgroups, pages taken two at a time (opt-in, not the default).
 
-FlashMLA's schedule (csrc/sm90/decode/dense/splitkv_mla.cuh and its deep-dive note), written in Gluon. One CTA =
-64 packed query rows x one scheduler part; 8 warps = two warpgroups, each holding half of the ``64 x 512`` fp32
-output (64 x 256 = 128 registers per thread). Pages of a chunk are taken in pairs (k0, k1): k0 lives in ring
-stage 0, k1 in stage 1. Warpgroup 0 computes ``S0 = Q K0^T``, warpgroup 1 ``S1 = Q K1^T`` (each a full 64 x 64 S,
-Q read once per page). Per pair:
+After FlashMLA's schedule (csrc/sm90/decode/dense/splitkv_mla.cuh and its deep-dive note), written in Gluon. One
+CTA = 64 packed query rows x one scheduler part; 8 warps = two warpgroups, each holding half of the ``64 x 512`` fp32
+output (64 x 256 = 128 registers per thread). Pages of a chunk are taken in pairs (k0, k1): k0 lives in ring stage
+0, k1 in stage 1. Warpgroup 0 computes ``S0 = Q K0^T``, warpgroup 1 ``S1 = Q K1^T`` (each a full 64 x 64 S, Q read
+once per page). One running max ``m`` lives in shared memory. Per pair:
 
 =====================================================  =======================================================
 warpgroup 0                                             warpgroup 1
 =====================================================  =======================================================
-softmax(S0) against the running max sM -> m_a, sc0      (wait sc0)
-O0 *= sc0; O0 += P0 V0[:, :256] (P0 from registers)     softmax(S1) against m_a -> m_b, sc1; O1 *= sc0 * sc1
-(wait sc1) refill V0-left with page k0 + 2              P1 -> shared memory; O1 += P1 V1[:, 256:] (registers)
-P0 * sc1 -> shared memory                               (wait P0) O1 += P0 V0[:, 256:]
-(wait P1) O0 *= sc1; O0 += P1 V1[:, :256]               P1 V1 done: refill V1-right + rope with page k1 + 2
-Q K0'^T on tiles 0-3 as they land;                      P0 V0 done: refill V0-right + rope with page k0 + 2
-P1 V1 done: refill V1-left with page k1 + 2;            S1' = Q K1'^T, tiles 4-8 then 0-3, as they land
-Q K0'^T on tiles 4-8
+softmax(S0) against m -> m_a, sc0, P0; publish all     (wait) O1 *= sc0; O1 += P0 V0[:, 256:] (async) while
+three (P0 over stage 0's rope slot)                     softmax(S1) against m_a -> m_b, sc1, P1; publish all
+O0 *= sc0; O0 += P0 V0[:, :256] (P0 from registers)     P0 V0 done: refill V0-right + rope with page k0 + 2
+refill V0-left with page k0 + 2                         O1 *= sc1; O1 += P1 V1[:, 256:] (P1 from registers)
+(wait) O0 *= sc1; O0 += P1 V1[:, :256] (P1 from smem)   refill V1-right + rope with page k1 + 2
+refill V1-left with page k1 + 2; S0' = Q K0'^T          S1' = Q K1'^T, right half first, as the halves land
 =====================================================  =======================================================
 
-So one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy, the two warpgroups share one
-running max through shared memory (no rescale of the other's P afterwards: warpgroup 0 rescales its P0 by sc1
-before publishing it), each 64-column tile of a page has its own TMA barrier, and each half of V is refilled by
-the warpgroup that last reads it, as soon as its P V is done, so the next pair's pages stream in under this pair's
-GEMMs. The rope columns of Q (64 x 64) live in registers, which frees their shared-memory tile for P1.
+So one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy, and each half of a page is
+refilled by the warpgroup that last reads it as soon as its P V is done. Warpgroup 1 folds P0 in before its own
+softmax (O1 = (O1 sc0 + P0 V0R) sc1 + P1 V1R), so P0 is published unscaled together with the max. Pages are loaded
+in two halves (latent columns 0-255 as one 4 x 64 x 64 TMA box; columns 256-511 + rope), one mbarrier per half.
 
-Hand-offs between the warpgroups use hardware named barriers (``bar.arrive`` by the producer, ``bar.sync`` by
-the consumer, 256 threads): ids ``BAR_*`` below (Triton's own partition barriers use 0-2).
+Hand-offs between the warpgroups use hardware named barriers (``bar.arrive`` by the producer, ``bar.sync`` by the
+consumer, 256 threads): ids ``BAR_*`` below (Triton's own partition barriers use 0-2).
 
-A page that does not exist (an odd page count: the last pair has no k1) completes its TMA barriers without data;
-its scores are masked to -inf and its V rows are zeroed before the P V, so stale shared memory never reaches O.
-Rows of the last page past the chunk end are zeroed in V likewise (they may hold NaN).
+A page that does not exist (an odd page count: the last pair has no k1) is loaded from page 0 of the cache (the
+masked page-table read), its scores are masked to -inf and its V rows zeroed before the P V, so its data never
+reaches O. Rows of the last page past the chunk end are zeroed in V likewise (they may hold NaN).
+
+Measured on H200 (docs/perf-notes.md): correct, but slower than the default warp-specialized kernel
+(``ws_kernel``): the half-page refills are throughput-bound and one load latency stays on every pair's period.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
