@@ -1,6 +1,7 @@
 """A small decode problem on every GPU backend, for compute-sanitizer (memcheck, racecheck).
 
     compute-sanitizer --tool memcheck python3 benchmarks/sanitize_small.py
+    SANITIZE_HOPPER_CFG=pair compute-sanitizer --tool racecheck python3 benchmarks/sanitize_small.py
 Lengths cross page boundaries and force splits (so the combine runs); block-table entries past each
 sequence's pages hold 2147480000 and cache rows past each end hold NaN, so any stray read shows.
 """
@@ -14,6 +15,9 @@ from flash_mla.reference import mla_decode_reference
 
 
 def main():
+    if os.environ.get("SANITIZE_HOPPER_CFG") == "pair":   # the opt-in paired kernel instead of the default
+        import flash_mla.hopper.launcher as hl
+        hl.CONFIG_OVERRIDE = hl.PAIR
     if os.environ.get("TRITON_INSTRUMENTATION_MODE") == "consan":
         # Triton's concurrency sanitizer (mbarrier/TMA/wgmma-aware) keeps its state in global scratch memory
         triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
