@@ -119,28 +119,27 @@ def correctness(quick):
     return res
 
 
-_WS_DEFAULTS = {}
+_MODULE_DEFAULTS = {}   # (kernel kind, constant) -> its value before the first override
 
 
 def set_cfg(cfg):
-    """A launcher config, or ``"ws:NAME=V,..."``: the ws kernel with module constants of ws_kernel overridden
-    (e.g. ``ws:PV_REGS=184``; experiments add their switches there); None restores the defaults."""
+    """A launcher config, or ``"ws:NAME=V,..."`` / ``"pair:NAME=V,..."``: that kernel with module constants of
+    ws_kernel / pair_kernel overridden (e.g. ``ws:PV_REGS=184``); None restores the defaults."""
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.pair_kernel as P
     import flash_mla.hopper.ws_kernel as W
     mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair)}
     kind = cfg.split(":")[0] if isinstance(cfg, str) and ":" in cfg else None
-    if _WS_DEFAULTS or kind:   # the launch cache's key does not cover the kernel modules' constants
-        hl._launch_ws.compiled.clear()
-        hl._launch_pair.compiled.clear()
-    for (mk, k), v in _WS_DEFAULTS.items():
+    if _MODULE_DEFAULTS or kind:   # the launch cache's key does not cover the kernel modules' constants
+        for _, _, launch in mods.values():
+            launch.compiled.clear()
+    for (mk, k), v in _MODULE_DEFAULTS.items():
         setattr(mods[mk][0], k, v)
     if kind:
         mod = mods[kind][0]
         for kv in cfg.split(":", 1)[1].split(","):
             k, v = kv.split("=")
-            old = getattr(mod, k)
-            _WS_DEFAULTS.setdefault((kind, k), old)
+            _MODULE_DEFAULTS.setdefault((kind, k), getattr(mod, k))
             setattr(mod, k, int(v))
         cfg = mods[kind][1]
     hl.CONFIG_OVERRIDE = cfg

@@ -42,44 +42,32 @@ def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD
 _GL = {"bf16": gl.bfloat16, "fp16": gl.float16}
 
 
+def _compile(kernel, dtype_str: str, consts: dict, options: dict, v_box: int = K.HEAD_DIM_V // K.CHUNK):
+    """``kernel`` compiled for sm_90a with the cache's TMA layout for ``dtype_str`` (no GPU needed)."""
+    layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], _GL[dtype_str])
+    consts = {"BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, **consts}
+    src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box), consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+
+
 def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = True, overlap: bool = True,
                  tma3d: bool = False):
-    gl_dtype = _GL[dtype_str]
-    layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
-    consts = {"CAUSAL": causal, "P_SMEM": p_smem, "OVERLAP": overlap, "TMA3D": tma3d, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE,
-              "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, "num_warps": K.NUM_WARPS}
-    src = GluonASTSource(K.mla_decode_kernel, _sig(dtype_str, layout), consts)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": K.NUM_WARPS})
+    consts = {"CAUSAL": causal, "P_SMEM": p_smem, "OVERLAP": overlap, "TMA3D": tma3d, "num_warps": K.NUM_WARPS}
+    return _compile(K.mla_decode_kernel, dtype_str, consts, {"num_warps": K.NUM_WARPS})
 
 
 def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
-    gl_dtype = _GL[dtype_str]
-    layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
-    sig = _sig(dtype_str, layout, W.mla_decode_ws_kernel)
-    consts = {"TRACE": False, "CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
-              "CHUNK": K.CHUNK, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS}
-    consts.update(overrides)
-    src = GluonASTSource(W.mla_decode_ws_kernel, sig, consts)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
+    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS, **overrides}
+    return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The paired two-warpgroup kernel (``pair_kernel``)."""
     from . import pair_kernel as P
-    gl_dtype = _GL[dtype_str]
-    layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], gl_dtype)
-    sig = _sig(dtype_str, layout, P.mla_decode_pair_kernel, v_box=P.V_BOX)
-    consts = {"CAUSAL": causal, "BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V,
-              "CHUNK": K.CHUNK, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "TRACE": False}
-    consts.update(overrides)
-    options = {"num_warps": P.NUM_WARPS}
-    if P.MAXNREG is not None:
-        options["maxnreg"] = P.MAXNREG
-    return triton.compile(GluonASTSource(P.mla_decode_pair_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
-                          options=options)
+    consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "TRACE": False, **overrides}
+    return _compile(P.mla_decode_pair_kernel, dtype_str, consts, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
 
 
 def ptxas_stats(ptx: str) -> tuple[int, int, int]:

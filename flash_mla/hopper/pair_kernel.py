@@ -46,8 +46,8 @@ from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, 
 from .ws_kernel import _stamp
 
 NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
+                       # (8 warps in all: up to 255 registers per thread at launch, no maxnreg)
 WG1_REGS = 240         # setmaxnreg of warpgroup 1
-MAXNREG = None         # 8 warps: up to 255 registers per thread at launch
 V_BOX = 4              # 64-column tiles per latent TMA box: a page is loaded in halves
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 
@@ -261,6 +261,22 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
 
 
 @gluon.jit
+def _pair_step(WG: gl.constexpr, LAST: gl.constexpr, s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
+               bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars,
+               k_desc, v_desc, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
+    """Warpgroup ``WG``'s share of the pair starting at page k0 (``_wg0_pair`` / ``_wg1_pair``)."""
+    if WG == 0:
+        s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
+                                    q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem,
+                                    bars, k_desc, v_desc, LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
+    else:
+        s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
+                                    q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem,
+                                    bars, k_desc, v_desc, LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
+    return s, acc, l_i, ph
+
+
+@gluon.jit
 def _pair_wg(WG: gl.constexpr,
              q_ptr, stride_qb, stride_qs, stride_qh,
              q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
@@ -329,30 +345,16 @@ def _pair_wg(WG: gl.constexpr,
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 ph = ph ^ 1
             for i in range(npair - 1):
-                k0 = n0 + 2 * i
-                if WG == 0:
-                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
-                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE)
-                else:
-                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
-                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, False, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE)
+                s, acc, l_i, ph = _pair_step(WG, False, s, acc, l_i, ph, n0 + 2 * i, n_end, end, lim, lim_lo,
+                                             sm_scale_log2, bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem,
+                                             p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc, PAGE, CHUNK,
+                                             trace_ptr, it, TRACE)
                 it += 1
             if npair > 0:
-                k0 = n0 + 2 * (npair - 1)
-                if WG == 0:
-                    s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
-                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE)
-                else:
-                    s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
-                                                bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem,
-                                                sc0_smem, sc1_smem, bars, k_desc, v_desc, True, PAGE, CHUNK,
-                                                trace_ptr, it, TRACE)
+                s, acc, l_i, ph = _pair_step(WG, True, s, acc, l_i, ph, n0 + 2 * (npair - 1), n_end, end, lim,
+                                             lim_lo, sm_scale_log2, bt_row, q_smem, qr_smem, kv_smem, kr_smem,
+                                             p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
+                                             PAGE, CHUNK, trace_ptr, it, TRACE)
 
             # ---- epilogue: add the two warpgroups' row sums; both are relative to the final max in sM ----
             lx_smem.index(WG).store(l_i)
