@@ -63,6 +63,14 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
+def compile_sm90_tile(dtype_str: str = "bf16", causal: bool = True, **overrides):
+    """The warp-specialized kernel with the per-tile ring (``tile_kernel``)."""
+    from . import tile_kernel as T
+    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": T.NUM_WARPS, "PV_REGS": T.PV_REGS, "GATE": T.GATE,
+              **overrides}
+    return _compile(T.mla_decode_tile_kernel, dtype_str, consts, {"num_warps": T.NUM_WARPS, "maxnreg": T.MAXNREG})
+
+
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The paired two-warpgroup kernel (``pair_kernel``)."""
     from . import pair_kernel as P

@@ -11,6 +11,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ..launch import CachedKernel, alignment_key, device_capability
 from . import kernel as K
 from . import pair_kernel as P
+from . import tile_kernel as T
 from . import ws_kernel as W
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -26,6 +27,7 @@ SEESAW3 = "seesaw3"                    # CHAIN=2: as SEESAW2, but P V(n) is issu
 _SEESAW_CHAIN = {SEESAW: 0, SEESAW2: 1, SEESAW3: 2}
 WS = "ws"                              # softmax warpgroup + two P.V warpgroups (ws_kernel.mla_decode_ws_kernel)
 PAIR = "pair"                          # two warpgroups, pages in pairs (pair_kernel.mla_decode_pair_kernel)
+TILE = "tile"                          # ws split with a per-tile page ring (tile_kernel.mla_decode_tile_kernel)
 
 
 def pick_config(rows: int):
@@ -96,6 +98,7 @@ _launch = CachedKernel(K.mla_decode_kernel)
 _launch_seesaw = CachedKernel(K.mla_decode_seesaw_kernel)
 _launch_ws = CachedKernel(W.mla_decode_ws_kernel)
 _launch_pair = CachedKernel(P.mla_decode_pair_kernel)
+_launch_tile = CachedKernel(T.mla_decode_tile_kernel)
 
 
 def _trace_arg(launch, dummy):
@@ -104,6 +107,8 @@ def _trace_arg(launch, dummy):
         return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy,)
     if launch is _launch_pair:
         return (P.TRACE_BUF if P.TRACE_BUF is not None else dummy,)
+    if launch is _launch_tile:
+        return (T.TRACE_BUF if T.TRACE_BUF is not None else dummy,)
     return ()
 
 
@@ -120,6 +125,10 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         launch = _launch_ws
         variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
+    elif cfg == TILE:
+        launch = _launch_tile
+        variant = dict(PV_REGS=T.PV_REGS, GATE=T.GATE, TRACE=T.TRACE_BUF is not None, num_warps=T.NUM_WARPS,
+                       maxnreg=T.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair
         variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
@@ -133,7 +142,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, T.TRACE_BUF is not None,
+           T.GATE, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),
