@@ -101,14 +101,15 @@ _launch_pair = CachedKernel(P.mla_decode_pair_kernel)
 _launch_tile = CachedKernel(T.mla_decode_tile_kernel)
 
 
-def _trace_arg(launch, dummy):
-    """The trace buffer argument of the kernels that take one (diagnostics; ``dummy`` when tracing is off)."""
+def _extra_args(launch, dummy, k_cache):
+    """Kernel-specific trailing arguments: the trace buffer (diagnostics; ``dummy`` when tracing is off) and, for
+    the kernels that prefetch pages into L2, the cache and its page stride in elements."""
     if launch is _launch_ws:
-        return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy,)
+        return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy, k_cache, k_cache.stride(0))
     if launch is _launch_pair:
         return (P.TRACE_BUF if P.TRACE_BUF is not None else dummy,)
     if launch is _launch_tile:
-        return (T.TRACE_BUF if T.TRACE_BUF is not None else dummy,)
+        return (T.TRACE_BUF if T.TRACE_BUF is not None else dummy, k_cache, k_cache.stride(0))
     return ()
 
 
@@ -123,12 +124,12 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if cfg == PAIR else K.HEAD_DIM_V // K.CHUNK)
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
+        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, L2PF=W.L2PF, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg == TILE:
         launch = _launch_tile
-        variant = dict(PV_REGS=T.PV_REGS, GATE=T.GATE, TRACE=T.TRACE_BUF is not None, num_warps=T.NUM_WARPS,
-                       maxnreg=T.MAXNREG)
+        variant = dict(PV_REGS=T.PV_REGS, GATE=T.GATE, L2PF=T.L2PF, TRACE=T.TRACE_BUF is not None,
+                       num_warps=T.NUM_WARPS, maxnreg=T.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair
         variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
@@ -143,7 +144,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
            bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, T.TRACE_BUF is not None,
-           T.GATE, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           T.GATE, T.L2PF, W.L2PF, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),
@@ -155,7 +156,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                lse_accum, lse_accum.stride(0),
                float(softmax_scale) * K.LOG2E,
                rows, h_q, s_q,
-               *(_trace_arg(launch, lse_accum)),
+               *(_extra_args(launch, lse_accum, k_cache)),
                CAUSAL=bool(causal) and s_q > 1,
                BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
                **variant)

@@ -28,11 +28,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _online_softmax, _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o
-from .ws_kernel import _next_page, _stamp
+from .ws_kernel import _l2_prefetch, _next_page, _stamp
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 4 x 32 fp32 registers)
 MAXNREG = 168          # 12 warps x 168 = the 64 K register file
+L2PF = 0               # > 0: the softmax warpgroup prefetches into L2 the page L2PF ahead (ws_kernel.L2PF)
 GATE = 1               # 1: P(n) is released after S(n + 1) is done; 0: right after the softmax of page n
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF
 NT: gl.constexpr = gl.constexpr(9)   # tiles per page: 8 latent + 1 rope
@@ -71,7 +72,8 @@ def _tile_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                   seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                   sm_scale_log2, R, H_Q, S_Q,
                   CAUSAL: gl.constexpr, GATE: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr,
-                  D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+                  D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr,
+                  bt_ptr, stride_bt, kc_ptr, page_elems, L2PF: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -141,6 +143,9 @@ def _tile_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 if not GATE:
                     mbarrier.arrive(p_ready.index(stage), count=1)
                 _stamp(trace_ptr, it, 2, TRACE)
+                if L2PF > 0:
+                    _l2_prefetch(kc_ptr, page_elems, bt_ptr + bi.to(gl.int64) * stride_bt, n + L2PF,
+                                 (end + PAGE - 1) // PAGE)
                 it += 1
             if GATE:
                 if end > start:   # the chunk's last P
@@ -282,10 +287,10 @@ def mla_decode_tile_kernel(
     lacc_ptr, stride_lacc_b,
     sm_scale_log2,
     R, H_Q, S_Q,
-    trace_ptr,
+    trace_ptr, kc_ptr, page_elems,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, GATE: gl.constexpr, TRACE: gl.constexpr,
+    PV_REGS: gl.constexpr, GATE: gl.constexpr, TRACE: gl.constexpr, L2PF: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -318,7 +323,8 @@ def mla_decode_tile_kernel(
                          q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                          ready, p_ready, l_ready, l_free,
                          seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, GATE, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, GATE, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
+                         bt_ptr, stride_bt, kc_ptr, page_elems, L2PF)),
         (_tile_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ready, p_ready, p_free, l_ready, l_free,
                     seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                     stride_oacc_r, R, k_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
