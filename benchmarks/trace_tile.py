@@ -1,9 +1,9 @@
 """Per-page timeline of the per-tile-ring kernel (SM clock stamps of CTA (0, 0, 0); diagnostics only).
 
     python3 benchmarks/trace_tile.py 8192 128 2 0
-Events per page (tile_kernel, via ws_kernel._stamp): softmax 0 before the first tile wait, 1 S done, 2 P published;
-P.V warpgroup w: 4+4w before the p_ready wait, 5+4w P ready, 6+4w last P.V wgmma retired (tiles refilled),
-7+4w next page looked up.
+Events per page (tile_kernel, via ws_kernel._stamp): softmax 0 before the first tile wait, 3..11 the waits for
+tiles rope, 0, 4, 1, 5, 2, 6, 3, 7 done, 1 S done, 2 P published; P.V warpgroup w: 12+2w P ready, 13+2w its four
+wgmmas retired and its tiles refilled (with the page two ahead).
 """
 import sys
 
@@ -26,15 +26,14 @@ def main():
     n_pages = int((t[:, 1] > 0).sum())
     print(f"s_k={s_k} h_q={h_q} s_q={s_q} GATE={T.GATE}: {n_pages} pages traced (CTA 0)")
     base = int(t[2, 0])
-    print("page | wait+S softmax | P-wait0 PV0 | P-wait1 PV1 | period(S done)   [times from page 2's start]")
+    print("page n | S: start, tiles landed (rope,0,4,1,5,2,6,3,7), done, published | PV0 ready, refilled | "
+          "PV1 ready, refilled   (cycles from page 2's S start)")
     per = []
-    for n in range(2, min(n_pages - 1, 60)):
-        r = t[n]
-        period = int(t[n + 1, 1] - r[1])
-        per.append(period)
-        print(f"{n:4d} | {int(r[1]-r[0]):6d} {int(r[2]-r[1]):5d} | {int(r[5]-r[4]):6d} {int(r[6]-r[5]):5d} | "
-              f"{int(r[9]-r[8]):6d} {int(r[10]-r[9]):5d} | {period:5d}   [S start {int(r[0]-base):7d}, "
-              f"S done {int(r[1]-base):7d}, PV0 start {int(r[5]-base):7d}, PV0 end {int(r[6]-base):7d}]")
+    for n in range(2, min(n_pages - 1, 40)):
+        r = [int(x) - base for x in t[n]]
+        tiles = " ".join(f"{r[3 + k]:6d}" for k in range(9))
+        print(f"{n:4d} | {r[0]:7d} [{tiles}] {r[1]:7d} {r[2]:7d} | {r[12]:7d} {r[13]:7d} | {r[14]:7d} {r[15]:7d}")
+        per.append(int(t[n + 1, 1] - t[n, 1]))
     if per:
         print("median period (cycles):", sorted(per)[len(per) // 2])
 

@@ -54,9 +54,10 @@ def _load_tile(k_desc, kv_smem, kr_smem, ready, page, ok, stage, j: gl.constexpr
 
 @gluon.jit
 def _s_tile(s, j: gl.constexpr, FIRST: gl.constexpr, q_smem, qr_smem, kv, kr, ready, stage, ph,
-            CHUNK: gl.constexpr):
+            CHUNK: gl.constexpr, trace_ptr, it, EV: gl.constexpr, TRACE: gl.constexpr):
     """Wait for tile ``j`` of ``stage`` and issue its part of S = Q K^T (async; FIRST: S = instead of S +=)."""
     mbarrier.wait(ready.index(stage * NT + j), ph)
+    _stamp(trace_ptr, it, EV, TRACE)
     if j == NT - 1:
         s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, use_acc=not FIRST, is_async=True)
     else:
@@ -114,15 +115,15 @@ def _tile_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 kr = kr_smem.index(stage)
                 _stamp(trace_ptr, it, 0, TRACE)
                 # tile order: rope first (refilled earliest), then 0, 4, 1, 5, 2, 6, 3, 7 (as P.V frees them)
-                s = _s_tile(s, NT - 1, True, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 0, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 4, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 1, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 5, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 2, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 6, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 3, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
-                s = _s_tile(s, 7, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK)
+                s = _s_tile(s, NT - 1, True, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 3, TRACE)
+                s = _s_tile(s, 0, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 4, TRACE)
+                s = _s_tile(s, 4, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 5, TRACE)
+                s = _s_tile(s, 1, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 6, TRACE)
+                s = _s_tile(s, 5, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 7, TRACE)
+                s = _s_tile(s, 2, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 8, TRACE)
+                s = _s_tile(s, 6, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 9, TRACE)
+                s = _s_tile(s, 3, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 10, TRACE)
+                s = _s_tile(s, 7, False, q_smem, qr_smem, kv, kr, ready, stage, ph, CHUNK, trace_ptr, it, 11, TRACE)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, it, 1, TRACE)
                 if GATE:
@@ -224,11 +225,10 @@ def _tile_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 stage = it % 2
                 ph = (it // 2) & 1
                 kv = kv_smem.index(stage)
-                _stamp(trace_ptr, it, 4 + 4 * WG, TRACE)
-                mbarrier.wait(p_ready.index(stage), ph)
+                                mbarrier.wait(p_ready.index(stage), ph)
                 for j in gl.static_range(4):   # (already complete: S(n) waited for them)
                     mbarrier.wait(ready.index(stage * NT + T0 + j), ph)
-                _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
+                _stamp(trace_ptr, it, 12 + 2 * WG, TRACE)
                 alpha = ax_smem.index(stage).load(o_row)
                 p = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout).load(a_layout)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
@@ -251,10 +251,9 @@ def _tile_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 acc1 = _retire(acc1, 2, T0 + 1, k_desc, kv_smem, kr_smem, ready, lpage, lok, stage, PAGE, CHUNK)
                 acc2 = _retire(acc2, 1, T0 + 2, k_desc, kv_smem, kr_smem, ready, lpage, lok, stage, PAGE, CHUNK)
                 acc3 = _retire(acc3, 0, T0 + 3, k_desc, kv_smem, kr_smem, ready, lpage, lok, stage, PAGE, CHUNK)
-                _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
+                _stamp(trace_ptr, it, 13 + 2 * WG, TRACE)
                 lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
                                                     begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
-                _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
                 it += 1
 
             lb = c % 2
