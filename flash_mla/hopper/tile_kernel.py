@@ -225,7 +225,7 @@ def _tile_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 stage = it % 2
                 ph = (it // 2) & 1
                 kv = kv_smem.index(stage)
-                                mbarrier.wait(p_ready.index(stage), ph)
+                mbarrier.wait(p_ready.index(stage), ph)
                 for j in gl.static_range(4):   # (already complete: S(n) waited for them)
                     mbarrier.wait(ready.index(stage * NT + T0 + j), ph)
                 _stamp(trace_ptr, it, 12 + 2 * WG, TRACE)
