@@ -63,7 +63,7 @@ def main():
     print(f"{torch.cuda.get_device_name()}; b={b} s_k={s_k}; one CTA per (query block, group of sequences)")
     print("readers nstage seqs/CTA CTAs |    ms   GB/s into SMs  | cycles/page/CTA (median CTA)")
     for readers, seqs in ((1, 1), (2, 2), (4, 4)):
-        for nstage in (2, 3):
+        for nstage in (1, 2, 3):
             grid = (readers, 1, b // seqs)
             clk = torch.zeros(readers * (b // seqs), dtype=torch.int64, device="cuda")
 
