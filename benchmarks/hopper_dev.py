@@ -123,14 +123,12 @@ _MODULE_DEFAULTS = {}   # (kernel kind, constant) -> its value before the first 
 
 
 def set_cfg(cfg):
-    """A launcher config, or ``"ws:NAME=V,..."`` / ``"pair:..."`` / ``"tile:..."``: that kernel with module constants of
-    ws_kernel / pair_kernel / tile_kernel overridden (e.g. ``ws:PV_REGS=184``); None restores the defaults."""
+    """A launcher config, or ``"ws:NAME=V,..."`` / ``"pair:NAME=V,..."``: that kernel with module constants of
+    ws_kernel / pair_kernel overridden (e.g. ``ws:PV_REGS=184``); None restores the defaults."""
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.pair_kernel as P
-    import flash_mla.hopper.tile_kernel as T
     import flash_mla.hopper.ws_kernel as W
-    mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair),
-            "tile": (T, hl.TILE, hl._launch_tile)}
+    mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair)}
     kind = cfg.split(":")[0] if isinstance(cfg, str) and ":" in cfg else None
     if _MODULE_DEFAULTS or kind:   # the launch cache's key does not cover the kernel modules' constants
         for _, _, launch in mods.values():
@@ -213,8 +211,8 @@ if __name__ == "__main__":
     t0 = time.time()
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
     import flash_mla.hopper.launcher as _hl
-    _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "pair": _hl.PAIR, "tile": _hl.TILE, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
-    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:", "tile:")) else tuple(bool(int(x)) for x in c.split(",")))
+    _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "pair": _hl.PAIR, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
+    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:")) else tuple(bool(int(x)) for x in c.split(",")))
             for c in args.cfgs.split(";") if c] or [None]
     res = []
     if not args.no_check:

@@ -34,7 +34,7 @@ def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD
         "lacc_ptr": "*fp32", "stride_lacc_b": "i64",
         "sm_scale_log2": "fp32",
         "R": "i32", "H_Q": "i32", "S_Q": "i32",
-        "trace_ptr": "*i64", "kc_ptr": ptr, "page_elems": "i64",
+        "trace_ptr": "*i64",
     }
     return {name: types.get(name, "constexpr") for name in kernel.arg_names}
 
@@ -59,17 +59,8 @@ def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = Tr
 def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
-    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS, "L2PF": W.L2PF,
-              **overrides}
+    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS, **overrides}
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
-
-
-def compile_sm90_tile(dtype_str: str = "bf16", causal: bool = True, **overrides):
-    """The warp-specialized kernel with the per-tile ring (``tile_kernel``)."""
-    from . import tile_kernel as T
-    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": T.NUM_WARPS, "PV_REGS": T.PV_REGS, "GATE": T.GATE,
-              "L2PF": T.L2PF, **overrides}
-    return _compile(T.mla_decode_tile_kernel, dtype_str, consts, {"num_warps": T.NUM_WARPS, "maxnreg": T.MAXNREG})
 
 
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):

@@ -11,7 +11,6 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ..launch import CachedKernel, alignment_key, device_capability
 from . import kernel as K
 from . import pair_kernel as P
-from . import tile_kernel as T
 from . import ws_kernel as W
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -27,7 +26,6 @@ SEESAW3 = "seesaw3"                    # CHAIN=2: as SEESAW2, but P V(n) is issu
 _SEESAW_CHAIN = {SEESAW: 0, SEESAW2: 1, SEESAW3: 2}
 WS = "ws"                              # softmax warpgroup + two P.V warpgroups (ws_kernel.mla_decode_ws_kernel)
 PAIR = "pair"                          # two warpgroups, pages in pairs (pair_kernel.mla_decode_pair_kernel)
-TILE = "tile"                          # ws split with a per-tile page ring (tile_kernel.mla_decode_tile_kernel)
 
 
 def pick_config(rows: int):
@@ -98,18 +96,14 @@ _launch = CachedKernel(K.mla_decode_kernel)
 _launch_seesaw = CachedKernel(K.mla_decode_seesaw_kernel)
 _launch_ws = CachedKernel(W.mla_decode_ws_kernel)
 _launch_pair = CachedKernel(P.mla_decode_pair_kernel)
-_launch_tile = CachedKernel(T.mla_decode_tile_kernel)
 
 
-def _extra_args(launch, dummy, k_cache):
-    """Kernel-specific trailing arguments: the trace buffer (diagnostics; ``dummy`` when tracing is off) and, for
-    the kernels that prefetch pages into L2, the cache and its page stride in elements."""
+def _trace_arg(launch, dummy):
+    """The trace buffer argument of the kernels that take one (diagnostics; ``dummy`` when tracing is off)."""
     if launch is _launch_ws:
-        return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy, k_cache, k_cache.stride(0))
+        return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy,)
     if launch is _launch_pair:
         return (P.TRACE_BUF if P.TRACE_BUF is not None else dummy,)
-    if launch is _launch_tile:
-        return (T.TRACE_BUF if T.TRACE_BUF is not None else dummy, k_cache, k_cache.stride(0))
     return ()
 
 
@@ -124,12 +118,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if cfg == PAIR else K.HEAD_DIM_V // K.CHUNK)
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, L2PF=W.L2PF, num_warps=W.NUM_WARPS,
+        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
-    elif cfg == TILE:
-        launch = _launch_tile
-        variant = dict(PV_REGS=T.PV_REGS, GATE=T.GATE, L2PF=T.L2PF, TRACE=T.TRACE_BUF is not None,
-                       num_warps=T.NUM_WARPS, maxnreg=T.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair
         variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
@@ -143,8 +133,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, T.TRACE_BUF is not None,
-           T.GATE, T.L2PF, W.L2PF, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with torch.cuda.device(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),
@@ -156,7 +145,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                lse_accum, lse_accum.stride(0),
                float(softmax_scale) * K.LOG2E,
                rows, h_q, s_q,
-               *(_extra_args(launch, lse_accum, k_cache)),
+               *(_trace_arg(launch, lse_accum)),
                CAUSAL=bool(causal) and s_q > 1,
                BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
                **variant)

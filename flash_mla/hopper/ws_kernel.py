@@ -33,7 +33,6 @@ from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
-L2PF = 0               # > 0: the softmax warpgroup prefetches into L2 the page L2PF ahead of the one it published
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
                        # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
@@ -52,30 +51,13 @@ def _stamp(trace_ptr, it, event: gl.constexpr, TRACE: gl.constexpr):
 
 
 @gluon.jit
-def _l2_prefetch(kc_ptr, page_elems, bt_row_ptr, n, n_end):
-    """``cp.async.bulk.prefetch.L2`` of page ``n`` of a sequence (block-table row ``bt_row_ptr``; nothing when
-    ``n >= n_end``), issued by one thread of the calling warpgroup, so that its later TMA hits in L2."""
-    lay: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-    ok = n < n_end
-    page = gl.load(bt_row_ptr + n, mask=ok, other=0)
-    z = gl.zeros([1], gl.int32, layout=lay)
-    ptrs = kc_ptr + (page.to(gl.int64) * page_elems + z.to(gl.int64))
-    nbytes = z + (page_elems * kc_ptr.dtype.element_ty.primitive_bitwidth // 8).to(gl.int32)
-    gl.inline_asm_elementwise(
-        "{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; and.b32 t, t, 127; setp.eq.u32 p, t, 0; "
-        "setp.ne.and.u32 p, $2, 0, p; @p cp.async.bulk.prefetch.L2.global [$1], $3; mov.u32 $0, 0; }",
-        "=r,l,r,r", [ptrs, z + ok.to(gl.int32), nbytes], dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv_ready, p_ready, l_ready, l_free,
                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr,
-                bt_ptr, stride_bt, kc_ptr, page_elems, L2PF: gl.constexpr):
+                DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -134,9 +116,6 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 gl.thread_barrier()
                 mbarrier.arrive(p_ready.index(stage), count=1)
                 _stamp(trace_ptr, it, 3, TRACE)
-                if L2PF > 0:
-                    _l2_prefetch(kc_ptr, page_elems, bt_ptr + bi.to(gl.int64) * stride_bt, n + L2PF,
-                                 (end + PAGE - 1) // PAGE)
                 it += 1
 
             # ---- epilogue: 1/l to the P.V warpgroups; lse (natural log) from here ----
@@ -266,10 +245,10 @@ def mla_decode_ws_kernel(
     lacc_ptr, stride_lacc_b,
     sm_scale_log2,
     R, H_Q, S_Q,
-    trace_ptr, kc_ptr, page_elems,
+    trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, TRACE: gl.constexpr, L2PF: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -302,8 +281,7 @@ def mla_decode_ws_kernel(
                        q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
-                       bt_ptr, stride_bt, kc_ptr, page_elems, L2PF)),
+                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
