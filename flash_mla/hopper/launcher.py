@@ -9,6 +9,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ..launch import CachedKernel, alignment_key, device_capability
+from ..scheduler import device_guard
 from . import kernel as K
 from . import pair_kernel as P
 from . import ws_kernel as W
@@ -134,7 +135,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
            bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
-    with torch.cuda.device(q.device):
+    with device_guard(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),
                k_desc, v_desc,
