@@ -19,6 +19,13 @@ from flash_mla.hopper.launcher import make_descriptors
 
 
 @gluon.jit
+def _clock64():
+    """The SM clock, as a one-element tensor replicated over the warpgroup."""
+    z = gl.full([1], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0]))
+    return gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l,r", [z], dtype=gl.int64, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _stream_kernel(k_desc, v_desc, bt_ptr, stride_bt, n_pages, seqs_per_cta, clk_ptr,
                    NSTAGE: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr, D: gl.constexpr,
                    CHUNK: gl.constexpr):
@@ -34,9 +41,7 @@ def _stream_kernel(k_desc, v_desc, bt_ptr, stride_bt, n_pages, seqs_per_cta, clk
     for i in gl.static_range(NSTAGE):
         page = gl.load(bt_ptr + (seq0 + i // n_pages).to(gl.int64) * stride_bt + i % n_pages)
         K._issue_page_at(k_desc, v_desc, kv_smem, kr_smem, bars, page, i < total, i, NCHUNK, PAGE, CHUNK)
-    t0 = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l,r", [gl.full([1], 0, gl.int32,
-                                   layout=gl.BlockedLayout([1], [32], [4], [0]))], dtype=gl.int64,
-                                   is_pure=False, pack=1)
+    t0 = _clock64()
     for i in range(total):
         st = i % NSTAGE
         mbarrier.wait(bars.index(st), (i // NSTAGE) & 1)
@@ -46,9 +51,7 @@ def _stream_kernel(k_desc, v_desc, bt_ptr, stride_bt, n_pages, seqs_per_cta, clk
         page = gl.load(bt_ptr + (seq0 + nxt // n_pages).to(gl.int64) * stride_bt + nxt % n_pages, mask=ok,
                        other=0)
         K._issue_page_at(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, st, NCHUNK, PAGE, CHUNK)
-    t1 = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l,r", [gl.full([1], 0, gl.int32,
-                                   layout=gl.BlockedLayout([1], [32], [4], [0]))], dtype=gl.int64,
-                                   is_pure=False, pack=1)
+    t1 = _clock64()
     cta = (gl.program_id(2) * gl.num_programs(0) + gl.program_id(0))
     gl.store(clk_ptr + cta + gl.arange(0, 1, layout=gl.BlockedLayout([1], [32], [4], [0])), t1 - t0)
 
