@@ -1,6 +1,6 @@
 """Per-page timeline of the warp-specialized kernel (SM clock stamps of CTA (0, 0, 0); diagnostics only).
 
-    python3 benchmarks/trace_ws.py 8192 128 2 0
+    python3 benchmarks/trace_ws.py 8192 128 2 0 [PVGATE=1,...]   (optional ws_kernel constants)
 Events per page (ws_kernel._stamp): softmax 0 before kv_ready wait, 1 page ready, 2 S done, 3 P published;
 P.V warpgroup w: 4+4w before waits, 5+4w P ready, 6+4w P.V done, 7+4w after refill (w=0) / arrive (w=1).
 """
@@ -14,6 +14,9 @@ from flash_mla.bench import Config, decode_call
 
 def main():
     s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
+    for kv in (sys.argv[5].split(",") if len(sys.argv) > 5 else []):
+        k, v = kv.split("=")
+        setattr(W, k, int(v))
     W.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
     fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
     for _ in range(4):
