@@ -24,6 +24,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
+    tma,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
@@ -35,6 +36,7 @@ NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
 NSTAGE = 2             # page ring depth (3 needs QREG: Q's latent part out of shared memory)
 PVGATE = 0             # 1: S(n) waits for P·V(n-1) (stage freed earlier; tensor cores not shared S / P·V)
+HALFLOAD = 0           # 1: each P.V warpgroup refills its half of a stage after its own P.V (v_desc box 4)
 PV_N = 256             # N of each P·V wgmma: 256 (one accumulator per warpgroup) or 128 (two)
 QREG = 0               # 1: the softmax warpgroup keeps Q's latent part (64 x 512) in registers (RS wgmma)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
@@ -179,6 +181,24 @@ def _stage_q_rope(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, qr_sme
 
 
 @gluon.jit
+def _issue_half(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage, H: gl.constexpr, PAGE: gl.constexpr,
+                CHUNK: gl.constexpr):
+    """TMA half ``H`` of cache page ``page`` (nothing unless ``ok``) into ring ``stage``: H = 0 the latent columns
+    0-255 (one 4 x 64 x 64 box of ``v_desc``), H = 1 the latent columns 256-511 and the 64 rope columns. Each
+    half is one arrival (with its byte count) on ``bars[stage]`` (initialised for two)."""
+    row = page * PAGE
+    bar = bars.index(stage)
+    NB: gl.constexpr = v_desc.block_type.shape[0]
+    gl.static_assert(2 * NB * CHUNK == kv_smem.shape[2], "v_desc box: half of the latent columns")
+    tile_bytes: gl.constexpr = PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8
+    mbarrier.expect(bar, (NB + H) * tile_bytes, pred=ok)
+    kv3 = kv_smem.index(stage)._reinterpret(v_desc.dtype, [2 * NB, PAGE, CHUNK], v_desc.layout)
+    tma.async_copy_global_to_shared(v_desc, [H * NB, row, 0], bar, kv3.slice(H * NB, NB, dim=0), pred=ok)
+    if H == 1:
+        tma.async_copy_global_to_shared(k_desc, [row, 2 * NB * CHUNK], bar, kr_smem.index(stage), pred=ok)
+
+
+@gluon.jit
 def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                bt_ptr, stride_bt, PAGE: gl.constexpr):
     """The CTA's page after page ``n`` of chunk ``bi`` (pages run over the part's chunks in order; chunks with
@@ -200,10 +220,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           NSTAGE: gl.constexpr, PV_N: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+           NSTAGE: gl.constexpr, PV_N: gl.constexpr, HALFLOAD: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two
     64 x 128 ones: fewer registers live per wgmma). Warpgroup 0 also drives the TMA ring: it issues the first
-    NSTAGE pages, and after each page waits for both warpgroups' P.V and refills the stage NSTAGE pages ahead."""
+    NSTAGE pages, and after each page waits for both warpgroups' P.V and refills the stage NSTAGE pages ahead.
+    HALFLOAD: each warpgroup refills its own half of the latent columns as soon as its own P.V is done
+    (warpgroup 1 also the rope slot, which holds P, once both are done)."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -226,14 +248,18 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln = 0
     ln_end = 0
     lpage = 0
-    if WG == 0:
+    if (WG == 0) | HALFLOAD:
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
         lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                                             bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(NSTAGE):
-            _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE, CHUNK)
+            if HALFLOAD:
+                _issue_half(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, WG, PAGE, CHUNK)
+            else:
+                _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE,
+                               CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -268,7 +294,15 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
                 mbarrier.arrive(kv_free.index(stage), count=1)
-                if WG == 0:
+                if HALFLOAD:
+                    if WG == 1:
+                        mbarrier.wait(kv_free.index(stage), ph)    # the rope slot (P) is read by both
+                    fence_async_shared()
+                    _issue_half(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, WG, PAGE,
+                                CHUNK)
+                    lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
+                                                        begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
+                elif WG == 0:
                     # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
@@ -309,7 +343,7 @@ def mla_decode_ws_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, NSTAGE: gl.constexpr, QREG: gl.constexpr, PV_N: gl.constexpr, PVGATE: gl.constexpr,
-    TRACE: gl.constexpr,
+    HALFLOAD: gl.constexpr, TRACE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -335,7 +369,7 @@ def mla_decode_ws_kernel(
     l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(NSTAGE):
-        mbarrier.init(kv_ready.index(i), count=1)
+        mbarrier.init(kv_ready.index(i), count=2 if HALFLOAD else 1)
         mbarrier.init(kv_free.index(i), count=2)
         mbarrier.init(p_ready.index(i), count=1)
     for i in gl.static_range(2):
@@ -353,9 +387,9 @@ def mla_decode_ws_kernel(
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, NSTAGE,
-                   PV_N, trace_ptr, TRACE)),
+                   PV_N, HALFLOAD, trace_ptr, TRACE)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, NSTAGE,
-                   PV_N, trace_ptr, TRACE)),
+                   PV_N, HALFLOAD, trace_ptr, TRACE)),
     ], [4, 4], [PV_REGS, PV_REGS])
