@@ -10,6 +10,11 @@ compiled kernel; later calls with the same key go straight to the compiled kerne
 The key must determine everything Triton specialises on: every int argument's value class (callers put the
 shapes/strides the ints derive from in the key), every pointer's 16-byte alignment, the constexprs and the
 launch options, and the device.
+
+TMA descriptors: Triton 3.6's launcher encodes every ``TensorDescriptor`` argument into a ``CUtensorMap``
+(``cuTensorMapEncodeTiled``) on every launch. An encoded map depends only on the base address, shape, strides,
+box and swizzle, so ``CachedKernel`` keeps the encodings of the last few geometries (``DescriptorCache``) and
+hands them to the compiled kernel's raw launcher: same arguments, no re-encoding per decode step.
 """
 from __future__ import annotations
 
@@ -21,10 +26,58 @@ from triton import knobs
 from triton.runtime import driver
 
 
+class DescriptorCache:
+    """Encoded TMA descriptor arguments by geometry: ``get(desc, meta)`` returns what Triton's launcher passes
+    for a ``TensorDescriptor`` (``[CUtensorMap, *shape, *strides]``), encoding it with ``encode`` (Triton's
+    ``make_tensordesc_arg``) only for a geometry not seen recently. Holds no tensor references."""
+
+    def __init__(self, encode, size: int = 16):
+        self.encode = encode
+        self.size = size
+        self.entries: dict = {}
+
+    def get(self, desc, meta):
+        key = (desc.base.data_ptr(), tuple(desc.shape), tuple(desc.strides), tuple(desc.block_shape),
+               desc.padding, id(meta))
+        hit = self.entries.get(key)
+        if hit is None:
+            if len(self.entries) >= self.size:
+                self.entries.clear()
+            hit = self.entries[key] = self.encode(desc, meta)
+        return hit
+
+
+def expand_descriptors(args, positions, metas, cache: DescriptorCache) -> list:
+    """``args`` with the tensor descriptor at each of ``positions`` replaced by its encoded arguments (as Triton's
+    launcher wrapper does, through ``cache``)."""
+    final = list(args)
+    for pos, meta in zip(reversed(positions), reversed(metas)):
+        final[pos:pos + 1] = cache.get(final[pos], meta)
+    return final
+
+
+def _desc_launcher(run):
+    """(raw launcher, tensor-descriptor argument positions, their metadata) of a compiled kernel's Triton 3.6
+    ``CudaLauncher`` whose launch re-encodes tensor descriptors; None when it takes none or is not that shape."""
+    inner = getattr(run, "launch", None)
+    code = getattr(inner, "__code__", None)
+    if code is None or not inner.__closure__:
+        return None
+    cells = dict(zip(code.co_freevars, (c.cell_contents for c in inner.__closure__)))
+    if not {"launcher", "tensordesc_indices", "tensordesc_meta"} <= cells.keys():
+        return None
+    metas = cells["tensordesc_meta"]
+    if not metas or any(m is None for m in metas):
+        return None
+    return cells["launcher"], sorted(cells["tensordesc_indices"]), list(metas)
+
+
 class CachedKernel:
     def __init__(self, fn):
         self.fn = fn
         self.compiled: dict = {}
+        self.fast: dict = {}    # key -> _desc_launcher(...) for kernels taking TMA descriptors
+        self.descs = None
 
     def __call__(self, key, grid, *args, **kwargs):
         """Launch ``fn`` on ``grid`` with every parameter (constexprs included; positional ones first, the rest
@@ -35,14 +88,28 @@ class CachedKernel:
             kernel = self.fn[grid](*args, **kwargs)
             if kernel is not None and len(self.compiled) < 1024:   # None under the interpreter
                 self.compiled[key] = kernel
+                self.fast[key] = _desc_launcher(kernel.run)
             return
         if kwargs:
             args = args + tuple(kwargs[name] for name in self.fn.arg_names[len(args):])
         # Triton's own stream query (torch.cuda.current_stream() costs ~5-10 us of host time per call)
         stream = driver.active.get_current_stream(driver.active.get_current_device())
-        kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata,
-                   kernel.launch_metadata(grid, stream, *args),
-                   knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args)
+        fast = self.fast.get(key)
+        run = kernel.run
+        if fast is None or run.global_scratch_size or run.profile_scratch_size:
+            run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata,
+                kernel.launch_metadata(grid, stream, *args),
+                knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args)
+            return
+        # what CudaLauncher.__call__ and its tensor-descriptor wrapper do, with the descriptors from the cache
+        raw, positions, metas = fast
+        if self.descs is None:
+            from triton.backends.nvidia.driver import make_tensordesc_arg
+            self.descs = DescriptorCache(make_tensordesc_arg)
+        final = expand_descriptors(args, positions, metas, self.descs)
+        raw(grid[0], grid[1], grid[2], stream, kernel.function, run.launch_cooperative_grid, run.launch_pdl,
+            None, None, kernel.packed_metadata, kernel.launch_metadata(grid, stream, *args),
+            knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *final)
 
 
 def alignment_key(*tensors) -> tuple:

@@ -59,11 +59,8 @@ def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = Tr
 def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
-    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS, "NSTAGE": W.NSTAGE,
-              "QREG": W.QREG, "PV_N": W.PV_N, "PVGATE": W.PVGATE, "HALFLOAD": W.HALFLOAD,
-              **overrides}
-    return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG},
-                    v_box=4 if consts["HALFLOAD"] else K.HEAD_DIM_V // K.CHUNK)
+    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS, **overrides}
+    return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):

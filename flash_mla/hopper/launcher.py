@@ -116,11 +116,10 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     num_parts = tile_scheduler_metadata.shape[0]
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
-    half = cfg == PAIR or (cfg == WS and W.HALFLOAD)
-    k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if half else K.HEAD_DIM_V // K.CHUNK)
+    k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if cfg == PAIR else K.HEAD_DIM_V // K.CHUNK)
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, NSTAGE=W.NSTAGE, QREG=W.QREG, PV_N=W.PV_N, PVGATE=W.PVGATE, HALFLOAD=W.HALFLOAD, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
+        variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair

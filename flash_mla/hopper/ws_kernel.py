@@ -24,7 +24,6 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
-    tma,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
@@ -34,11 +33,6 @@ from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
-NSTAGE = 2             # page ring depth (3 needs QREG: Q's latent part out of shared memory)
-PVGATE = 0             # 1: S(n) waits for P·V(n-1) (stage freed earlier; tensor cores not shared S / P·V)
-HALFLOAD = 0           # 1: each P.V warpgroup refills its half of a stage after its own P.V (v_desc box 4)
-PV_N = 256             # N of each P·V wgmma: 256 (one accumulator per warpgroup) or 128 (two)
-QREG = 0               # 1: the softmax warpgroup keeps Q's latent part (64 x 512) in registers (RS wgmma)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
                        # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
@@ -59,19 +53,17 @@ def _stamp(trace_ptr, it, event: gl.constexpr, TRACE: gl.constexpr):
 @gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
-                kv_ready, kv_free, p_ready, l_ready, l_free,
+                kv_ready, p_ready, l_ready, l_free,
                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                DV: gl.constexpr, CHUNK: gl.constexpr, NSTAGE: gl.constexpr, QREG: gl.constexpr,
-                PVGATE: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
-    dtype: gl.constexpr = kv_smem.dtype
+                DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+    dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
     s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
-    q_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)  # Q in registers
     p_smem_layout: gl.constexpr = kr_smem.layout   # 64 x 64 tile, same swizzle as the rope slot it aliases
 
     part = gl.program_id(2)
@@ -86,13 +78,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
             # ---- Q tile -> shared memory (this warpgroup is its only reader; its last S has completed) ----
-            if QREG:
-                q_lat = _load_q_latent(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, BLOCK_M, DV,
-                                       q_layout)
-                _stage_q_rope(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, qr_smem, DV, ld_layout)
-            else:
-                _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout,
-                         CHUNK)
+            _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK)
             fence_async_shared()
             gl.thread_barrier()
 
@@ -106,22 +92,12 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
             m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
-                stage = it % NSTAGE
+                stage = it % 2
                 kr = kr_smem.index(stage)
                 _stamp(trace_ptr, it, 0, TRACE)
-                mbarrier.wait(kv_ready.index(stage), (it // NSTAGE) & 1)
-                if PVGATE:
-                    # P.V of the previous page first: S(n) waits for it, so the ring stage it frees is
-                    # refilled a whole S + softmax earlier (the load latency hides behind them)
-                    if it > 0:
-                        mbarrier.wait(kv_free.index((it - 1) % NSTAGE), ((it - 1) // NSTAGE) & 1)
+                mbarrier.wait(kv_ready.index(stage), (it // 2) & 1)
                 _stamp(trace_ptr, it, 1, TRACE)
-                if QREG:
-                    s = warpgroup_mma(q_lat, kv_smem.index(stage).permute((1, 0)), s, use_acc=False,
-                                      is_async=True)
-                else:
-                    s = warpgroup_mma(q_smem, kv_smem.index(stage).permute((1, 0)), s, use_acc=False,
-                                      is_async=True)
+                s = warpgroup_mma(q_smem, kv_smem.index(stage).permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, it, 2, TRACE)
@@ -156,49 +132,6 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
 
 
 @gluon.jit
-def _load_q_latent(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, BLOCK_M: gl.constexpr,
-                   DV: gl.constexpr, q_layout: gl.constexpr):
-    """Latent part of the Q tile (rows m0 .. m0+63 of the packed s_q * h_q rows; rows past R read as 0) straight
-    into registers in the wgmma A-operand layout ``q_layout``: 64 x 512, 128 registers per thread."""
-    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, q_layout))
-    cols = gl.arange(0, DV, layout=gl.SliceLayout(0, q_layout))
-    off = (bi.to(gl.int64) * stride_qb + (rows // H_Q).to(gl.int64) * stride_qs
-           + (rows % H_Q).to(gl.int64) * stride_qh)
-    return gl.load(q_ptr + off[:, None] + cols[None, :], mask=(rows < R)[:, None], other=0.0)
-
-
-@gluon.jit
-def _stage_q_rope(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, qr_smem, DV: gl.constexpr,
-                  ld_layout: gl.constexpr):
-    """Rope part of the Q tile (64 x 64) -> ``qr_smem``; the caller fences and synchronises."""
-    BLOCK_M: gl.constexpr = qr_smem.shape[0]
-    ROPE: gl.constexpr = qr_smem.shape[1]
-    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ld_layout))
-    cols = gl.arange(0, ROPE, layout=gl.SliceLayout(0, ld_layout))
-    off = (bi.to(gl.int64) * stride_qb + (rows // H_Q).to(gl.int64) * stride_qs
-           + (rows % H_Q).to(gl.int64) * stride_qh)
-    qr_smem.store(gl.load(q_ptr + off[:, None] + (DV + cols)[None, :], mask=(rows < R)[:, None], other=0.0))
-
-
-@gluon.jit
-def _issue_half(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage, H: gl.constexpr, PAGE: gl.constexpr,
-                CHUNK: gl.constexpr):
-    """TMA half ``H`` of cache page ``page`` (nothing unless ``ok``) into ring ``stage``: H = 0 the latent columns
-    0-255 (one 4 x 64 x 64 box of ``v_desc``), H = 1 the latent columns 256-511 and the 64 rope columns. Each
-    half is one arrival (with its byte count) on ``bars[stage]`` (initialised for two)."""
-    row = page * PAGE
-    bar = bars.index(stage)
-    NB: gl.constexpr = v_desc.block_type.shape[0]
-    gl.static_assert(2 * NB * CHUNK == kv_smem.shape[2], "v_desc box: half of the latent columns")
-    tile_bytes: gl.constexpr = PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8
-    mbarrier.expect(bar, (NB + H) * tile_bytes, pred=ok)
-    kv3 = kv_smem.index(stage)._reinterpret(v_desc.dtype, [2 * NB, PAGE, CHUNK], v_desc.layout)
-    tma.async_copy_global_to_shared(v_desc, [H * NB, row, 0], bar, kv3.slice(H * NB, NB, dim=0), pred=ok)
-    if H == 1:
-        tma.async_copy_global_to_shared(k_desc, [row, 2 * NB * CHUNK], bar, kr_smem.index(stage), pred=ok)
-
-
-@gluon.jit
 def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                bt_ptr, stride_bt, PAGE: gl.constexpr):
     """The CTA's page after page ``n`` of chunk ``bi`` (pages run over the part's chunks in order; chunks with
@@ -220,19 +153,14 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           NSTAGE: gl.constexpr, PV_N: gl.constexpr, HALFLOAD: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
-    """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two
-    64 x 128 ones: fewer registers live per wgmma). Warpgroup 0 also drives the TMA ring: it issues the first
-    NSTAGE pages, and after each page waits for both warpgroups' P.V and refills the stage NSTAGE pages ahead.
-    HALFLOAD: each warpgroup refills its own half of the latent columns as soon as its own P.V is done
-    (warpgroup 1 also the rope slot, which holds P, once both are done)."""
+           trace_ptr, TRACE: gl.constexpr):
+    """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
+    first two pages, and after each page waits for both warpgroups' P.V and refills the stage two pages ahead."""
     HALF: gl.constexpr = DV // 2
-    SPLIT: gl.constexpr = PV_N < HALF
-    gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
     NCHUNK: gl.constexpr = D // CHUNK
     dtype: gl.constexpr = kv_smem.dtype
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, PV_N, 16])
+                                                       instr_shape=[16, HALF, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
@@ -248,18 +176,14 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln = 0
     ln_end = 0
     lpage = 0
-    if (WG == 0) | HALFLOAD:
+    if WG == 0:
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
         lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                                             bt_ptr, stride_bt, PAGE)
-        for j in gl.static_range(NSTAGE):
-            if HALFLOAD:
-                _issue_half(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, WG, PAGE, CHUNK)
-            else:
-                _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE,
-                               CHUNK)
+        for j in gl.static_range(2):
+            _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE, CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -269,12 +193,10 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
-            acc = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
-            if SPLIT:
-                acc1 = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
+            acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
-                stage = it % NSTAGE
-                ph = (it // NSTAGE) & 1
+                stage = it % 2
+                ph = (it // 2) & 1
                 kv = kv_smem.index(stage)
                 _stamp(trace_ptr, it, 4 + 4 * WG, TRACE)
                 mbarrier.wait(kv_ready.index(stage), ph)
@@ -284,25 +206,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                 acc = acc * alpha[:, None]
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                if SPLIT:
-                    acc1 = acc1 * alpha[:, None]
-                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                else:
-                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
+                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
                 mbarrier.arrive(kv_free.index(stage), count=1)
-                if HALFLOAD:
-                    if WG == 1:
-                        mbarrier.wait(kv_free.index(stage), ph)    # the rope slot (P) is read by both
-                    fence_async_shared()
-                    _issue_half(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, WG, PAGE,
-                                CHUNK)
-                    lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
-                                                        begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
-                elif WG == 0:
+                if WG == 0:
                     # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
@@ -319,12 +228,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
             gl.thread_barrier()
             mbarrier.arrive(l_free.index(lb), count=1)
             slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
-            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
-            _store_o(acc * inv_l[:, None], rows_o, WG * HALF + gl.arange(0, PV_N, layout=o_col), bi, no_split,
-                     slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
-            if SPLIT:
-                _store_o(acc1 * inv_l[:, None], rows_o, WG * HALF + PV_N + gl.arange(0, PV_N, layout=o_col), bi,
-                         no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            _store_o(acc * inv_l[:, None], m0 + gl.arange(0, BLOCK_M, layout=o_row),
+                     WG * HALF + gl.arange(0, HALF, layout=o_col), bi, no_split, slot,
+                     out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
             c += 1
 
 
@@ -342,37 +248,30 @@ def mla_decode_ws_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, NSTAGE: gl.constexpr, QREG: gl.constexpr, PV_N: gl.constexpr, PVGATE: gl.constexpr,
-    HALFLOAD: gl.constexpr, TRACE: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
     dtype: gl.constexpr = k_desc.dtype
 
-    gl.static_assert((NSTAGE == 2) | (QREG == 1), "a 3rd ring stage needs Q's latent part out of shared memory")
-    # shared memory: Q 72 KB (QREG: its 8 KB rope part only) + NSTAGE x 72 KB page ring (P aliased on each
-    # stage's rope slot) + 1 KB of vectors
+    # shared memory: Q 72 KB + 2 x 72 KB page ring (P aliased on each stage's rope slot) + 1 KB of vectors
     smem_layout: gl.constexpr = k_desc.layout
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
     qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
-    if QREG:
-        q_smem = qr_smem    # unused: the softmax warpgroup holds Q's latent part in registers
-    else:
-        q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
-    kv_smem = gl.allocate_shared_memory(dtype, [NSTAGE, PAGE, DV], smem_layout)
-    kr_smem = gl.allocate_shared_memory(dtype, [NSTAGE, PAGE, D - DV], smem_layout)
-    ax_smem = gl.allocate_shared_memory(gl.float32, [NSTAGE, BLOCK_M], vec_layout)   # alpha per ring stage
+    kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
+    kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
+    ax_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # alpha per ring stage
     lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # 1/l per chunk parity
-    kv_ready = gl.allocate_shared_memory(gl.int64, [NSTAGE, 1], mbarrier.MBarrierLayout())
-    kv_free = gl.allocate_shared_memory(gl.int64, [NSTAGE, 1], mbarrier.MBarrierLayout())
-    p_ready = gl.allocate_shared_memory(gl.int64, [NSTAGE, 1], mbarrier.MBarrierLayout())
+    kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     l_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(NSTAGE):
-        mbarrier.init(kv_ready.index(i), count=2 if HALFLOAD else 1)
+    for i in gl.static_range(2):
+        mbarrier.init(kv_ready.index(i), count=1)
         mbarrier.init(kv_free.index(i), count=2)
         mbarrier.init(p_ready.index(i), count=1)
-    for i in gl.static_range(2):
         mbarrier.init(l_ready.index(i), count=1)
         mbarrier.init(l_free.index(i), count=2)
     fence_async_shared()
@@ -380,16 +279,15 @@ def mla_decode_ws_kernel(
     gl.warp_specialize([
         (_ws_softmax, (q_ptr, stride_qb, stride_qs, stride_qh,
                        q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
-                       kv_ready, kv_free, p_ready, l_ready, l_free,
+                       kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, NSTAGE, QREG,
-                       PVGATE, trace_ptr, TRACE)),
+                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, NSTAGE,
-                   PV_N, HALFLOAD, trace_ptr, TRACE)),
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
+                   TRACE)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, NSTAGE,
-                   PV_N, HALFLOAD, trace_ptr, TRACE)),
+                   stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
+                   TRACE)),
     ], [4, 4], [PV_REGS, PV_REGS])
