@@ -26,6 +26,9 @@ from triton import knobs
 from triton.runtime import driver
 
 
+FAST_DESCRIPTORS = True   # False: every launch through Triton's own launcher wrapper (A/B timing, fallback)
+
+
 class DescriptorCache:
     """Encoded TMA descriptor arguments by geometry: ``get(desc, meta)`` returns what Triton's launcher passes
     for a ``TensorDescriptor`` (``[CUtensorMap, *shape, *strides]``), encoding it with ``encode`` (Triton's
@@ -96,7 +99,7 @@ class CachedKernel:
         stream = driver.active.get_current_stream(driver.active.get_current_device())
         fast = self.fast.get(key)
         run = kernel.run
-        if fast is None or run.global_scratch_size or run.profile_scratch_size:
+        if fast is None or not FAST_DESCRIPTORS or run.global_scratch_size or run.profile_scratch_size:
             run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata,
                 kernel.launch_metadata(grid, stream, *args),
                 knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args)
