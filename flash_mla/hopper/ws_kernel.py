@@ -34,8 +34,9 @@ from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
-MAXNREG = 168          # 12 warps x 168 = the 64 K register file. (ptxas allocates the whole function under this
-                       # limit, and one m64n256 wgmma needs >= 154: so no 4th partition for a TMA warp.)
+MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the partitions' setmaxnreg values
+                       # share (softmax 120 + 2 x P·V 192). ptxas allocates each setmaxnreg region to its own
+                       # limit, but a region with an m64n256 wgmma below ~154 makes it ignore them all (C7507).
 
 
 @gluon.jit
