@@ -128,7 +128,8 @@ def set_cfg(cfg):
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.pair_kernel as P
     import flash_mla.hopper.ws_kernel as W
-    mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair)}
+    import flash_mla.hopper.ws2_kernel as W2
+    mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair), "ws2": (W2, hl.WS2, hl._launch_ws2)}
     kind = cfg.split(":")[0] if isinstance(cfg, str) and ":" in cfg else None
     if _MODULE_DEFAULTS or kind:   # the launch cache's key does not cover the kernel modules' constants
         for _, _, launch in mods.values():
@@ -211,8 +212,8 @@ if __name__ == "__main__":
     t0 = time.time()
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
     import flash_mla.hopper.launcher as _hl
-    _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "pair": _hl.PAIR, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
-    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:")) else tuple(bool(int(x)) for x in c.split(",")))
+    _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "ws2": _hl.WS2, "pair": _hl.PAIR, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
+    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:", "ws2:")) else tuple(bool(int(x)) for x in c.split(",")))
             for c in args.cfgs.split(";") if c] or [None]
     res = []
     if not args.no_check:

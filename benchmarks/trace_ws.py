@@ -1,6 +1,6 @@
 """Per-page timeline of the warp-specialized kernel (SM clock stamps of CTA (0, 0, 0); diagnostics only).
 
-    python3 benchmarks/trace_ws.py 8192 128 2 0 [PVGATE=1,...]   (optional ws_kernel constants)
+    python3 benchmarks/trace_ws.py 8192 128 2 0 [kernel=ws2,NAME=V,...]   (optional: ws2_kernel, module constants)
 Events per page (ws_kernel._stamp): softmax 0 before kv_ready wait, 1 page ready, 2 S done, 3 P published;
 P.V warpgroup w: 4+4w before waits, 5+4w P ready, 6+4w P.V done, 7+4w after refill (w=0) / arrive (w=1).
 """
@@ -14,15 +14,21 @@ from flash_mla.bench import Config, decode_call
 
 def main():
     s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
+    mod = W
     for kv in (sys.argv[5].split(",") if len(sys.argv) > 5 else []):
         k, v = kv.split("=")
-        setattr(W, k, int(v))
-    W.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
+        if k == "kernel":            # kernel=ws2: the two-softmax-warpgroup kernel (same stamps)
+            import flash_mla.hopper.launcher as hl
+            import flash_mla.hopper.ws2_kernel as W2
+            hl.CONFIG_OVERRIDE, mod = hl.WS2, W2
+        else:
+            setattr(mod, k, int(v))
+    mod.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
     fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
     for _ in range(4):
         fn()
     torch.cuda.synchronize()
-    t = W.TRACE_BUF.view(256, 16).cpu().long()
+    t = mod.TRACE_BUF.view(256, 16).cpu().long()
     n_pages = int((t[:, 1] > 0).sum())
     print(f"s_k={s_k} h_q={h_q} s_q={s_q}: {n_pages} pages traced (CTA 0)")
     base = int(t[2, 1])

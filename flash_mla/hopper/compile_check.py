@@ -63,6 +63,14 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
+def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
+    """The two-softmax-warpgroup kernel (``ws2_kernel``): 2 softmax + 2 P.V partitions of 4 warps."""
+    from . import ws2_kernel as W2
+    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
+              "SM_REGS": W2.SM_REGS, **overrides}
+    return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG})
+
+
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The paired two-warpgroup kernel (``pair_kernel``)."""
     from . import pair_kernel as P

@@ -12,6 +12,7 @@ from ..launch import CachedKernel, alignment_key, device_capability
 from ..scheduler import device_guard
 from . import kernel as K
 from . import pair_kernel as P
+from . import ws2_kernel as W2
 from . import ws_kernel as W
 
 _GL_DTYPE = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
@@ -27,6 +28,7 @@ SEESAW3 = "seesaw3"                    # CHAIN=2: as SEESAW2, but P V(n) is issu
 _SEESAW_CHAIN = {SEESAW: 0, SEESAW2: 1, SEESAW3: 2}
 WS = "ws"                              # softmax warpgroup + two P.V warpgroups (ws_kernel.mla_decode_ws_kernel)
 PAIR = "pair"                          # two warpgroups, pages in pairs (pair_kernel.mla_decode_pair_kernel)
+WS2 = "ws2"                            # two softmax warpgroups alternating pages + two P.V (ws2_kernel)
 
 
 def pick_config(rows: int):
@@ -97,6 +99,7 @@ _launch = CachedKernel(K.mla_decode_kernel)
 _launch_seesaw = CachedKernel(K.mla_decode_seesaw_kernel)
 _launch_ws = CachedKernel(W.mla_decode_ws_kernel)
 _launch_pair = CachedKernel(P.mla_decode_pair_kernel)
+_launch_ws2 = CachedKernel(W2.mla_decode_ws2_kernel)
 
 
 def _trace_arg(launch, dummy):
@@ -105,6 +108,8 @@ def _trace_arg(launch, dummy):
         return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy,)
     if launch is _launch_pair:
         return (P.TRACE_BUF if P.TRACE_BUF is not None else dummy,)
+    if launch is _launch_ws2:
+        return (W2.TRACE_BUF if W2.TRACE_BUF is not None else dummy,)
     return ()
 
 
@@ -121,6 +126,10 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         launch = _launch_ws
         variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
+    elif cfg == WS2:
+        launch = _launch_ws2
+        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, TRACE=W2.TRACE_BUF is not None,
+                       num_warps=W2.NUM_WARPS, maxnreg=W2.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair
         variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
@@ -134,7 +143,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, W2.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
     with device_guard(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),

@@ -154,14 +154,18 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           trace_ptr, TRACE: gl.constexpr):
-    """P.V warpgroup ``WG`` (output columns WG*256 .. +255). Warpgroup 0 also drives the TMA ring: it issues the
-    first two pages, and after each page waits for both warpgroups' P.V and refills the stage two pages ahead."""
+           trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256):
+    """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
+    ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
+    drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
+    refills the stage two pages ahead."""
     HALF: gl.constexpr = DV // 2
+    SPLIT: gl.constexpr = PV_N < HALF
+    gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
     NCHUNK: gl.constexpr = D // CHUNK
     dtype: gl.constexpr = kv_smem.dtype
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                       instr_shape=[16, HALF, 16])
+                                                       instr_shape=[16, PV_N, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
@@ -194,7 +198,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
-            acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
+            acc = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
+            if SPLIT:
+                acc1 = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
                 stage = it % 2
                 ph = (it // 2) & 1
@@ -207,8 +213,13 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                 acc = acc * alpha[:, None]
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, HALF, dim=1), acc, is_async=True)
-                acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
+                if SPLIT:
+                    acc1 = acc1 * alpha[:, None]
+                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
+                else:
+                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
                 mbarrier.arrive(kv_free.index(stage), count=1)
@@ -229,9 +240,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
             gl.thread_barrier()
             mbarrier.arrive(l_free.index(lb), count=1)
             slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
-            _store_o(acc * inv_l[:, None], m0 + gl.arange(0, BLOCK_M, layout=o_row),
-                     WG * HALF + gl.arange(0, HALF, layout=o_col), bi, no_split, slot,
-                     out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
+            _store_o(acc * inv_l[:, None], rows_o, WG * HALF + gl.arange(0, PV_N, layout=o_col), bi, no_split,
+                     slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            if SPLIT:
+                _store_o(acc1 * inv_l[:, None], rows_o, WG * HALF + PV_N + gl.arange(0, PV_N, layout=o_col), bi,
+                         no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
             c += 1
 
 

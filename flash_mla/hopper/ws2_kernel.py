@@ -1,0 +1,241 @@
+"""Warp-specialized Hopper MLA decoding kernel with two softmax warpgroups that alternate pages (opt-in: WS2).
+
+Why (docs/perf-notes.md, "H200 session 4"): in ``ws_kernel`` one softmax warpgroup runs S(n) = Q K(n)^T and then
+the softmax of page n, during which the tensor cores idle (~770 of ~3,440 cycles per page at h_q = 128, s_q = 2).
+Here softmax warpgroup ``SW`` (0 or 1) owns the pages with ``page index % 2 == SW`` (page index = position in the
+CTA's page sequence, so with the 2-stage ring it always uses ring stage SW): while one runs its softmax, the other's
+S runs on the tensor cores.
+
+The online softmax stays exact with one running row max shared by both: for page n the owner waits for M(n-1)
+(published by the other warpgroup, ``mx_smem[(n-1) % 2]`` / ``m_ready``), takes M(n) = max(M(n-1), rowmax S(n)),
+publishes it, and hands the P·V warpgroups P(n) = exp2(S(n) - M(n)) and alpha(n) = exp2(M(n-1) - M(n)) exactly as
+``ws_kernel`` does, so the P·V warpgroups (``ws_kernel._ws_pv``) are unchanged. Each softmax warpgroup keeps the
+row sum of its own pages relative to the max of its last page; at a chunk's end warpgroup 1 hands its (l, m) to
+warpgroup 0, which combines them, writes lse and hands 1/l to the P·V warpgroups. Q is staged by both (half each)
+once both are done with the previous chunk's S (``q_free`` / ``q_ready``).
+
+Registers: 16 warps share 65,536 (launch: 128 each): P·V 2 x 160, softmax 2 x 96.
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+from .kernel import _part_meta, _split_slot, _ss_chunk, _store_lse
+from .ws_kernel import _stamp, _ws_pv
+
+NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
+PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
+SM_REGS = 96           # setmaxnreg of each softmax warpgroup
+MAXNREG = 128          # 16 warps x 128 = 65,536
+TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
+
+
+@gluon.jit
+def _stage_q_half(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, SW: gl.constexpr,
+                  ld_layout: gl.constexpr, CHUNK: gl.constexpr):
+    """Softmax warpgroup SW's share of the Q tile -> shared memory: SW 0 the latent columns 0-255, SW 1 the latent
+    columns 256-511 and the rope columns (rows past R read as 0). The caller fences and synchronises."""
+    NV: gl.constexpr = q_smem.shape[1] // CHUNK
+    BLOCK_M: gl.constexpr = q_smem.shape[0]
+    q_base = q_ptr + bi.to(gl.int64) * stride_qb
+    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ld_layout))
+    cols = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, ld_layout))
+    off = (rows // H_Q).to(gl.int64) * stride_qs + (rows % H_Q).to(gl.int64) * stride_qh
+    for c in gl.static_range(SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1)):
+        qt = gl.load(q_base + off[:, None] + (c * CHUNK + cols)[None, :], mask=(rows < R)[:, None], other=0.0)
+        if c < NV:
+            q_smem.slice(c * CHUNK, CHUNK, dim=1).store(qt)
+        else:
+            qr_smem.store(qt)
+
+
+@gluon.jit
+def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
+                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem,
+                 kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free, lp_ready,
+                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                 sm_scale_log2, R, H_Q, S_Q,
+                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
+                 DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, PAGE, 16])
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
+    p_smem_layout: gl.constexpr = kr_smem.layout
+
+    part = gl.program_id(2)
+    m0 = gl.program_id(0) * BLOCK_M
+    begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
+    kv = kv_smem.index(SW)      # pages of this warpgroup always sit in ring stage SW
+    kr = kr_smem.index(SW)
+
+    s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
+    it0 = 0   # CTA page index of the chunk's first page
+    c = 0     # chunks with work
+    for bi in range(begin_idx, end_idx + 1):
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        no_split = (start == 0) & (end == L)
+        if (end > start) | (L == 0):
+            # ---- Q tile: both warpgroups done with the previous chunk's S -> each stages its half ----
+            mbarrier.wait(q_free, (c & 1) ^ 1)
+            _stage_q_half(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, SW, ld_layout,
+                          CHUNK)
+            fence_async_shared()
+            gl.thread_barrier()
+            mbarrier.arrive(q_ready, count=1)
+            mbarrier.wait(q_ready, c & 1)
+
+            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
+            if CAUSAL:
+                lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
+                lim_lo = gl.minimum(end, L - S_Q + m0 // H_Q + 1)
+            else:
+                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
+                lim_lo = end
+            l_w = gl.zeros([BLOCK_M], gl.float32, layout=s_row)                 # row sum of this warpgroup's pages,
+            m_w = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)   # relative to M of its last page
+            n0 = start // PAGE
+            n_end = (end + PAGE - 1) // PAGE
+            for n in range(n0 + (SW + it0) % 2, n_end, 2):
+                g = it0 + n - n0                     # CTA page index (g % 2 == SW)
+                ph = (g // 2) & 1
+                _stamp(trace_ptr, g, 0, TRACE)
+                mbarrier.wait(kv_ready.index(SW), ph)
+                _stamp(trace_ptr, g, 1, TRACE)
+                s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
+                s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
+                s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                _stamp(trace_ptr, g, 2, TRACE)
+                if (n + 1) * PAGE <= lim_lo:
+                    sv = s * sm_scale_log2
+                else:
+                    cols = gl.arange(0, PAGE, layout=s_col)
+                    visible = cols[None, :] < (lim - n * PAGE)[:, None]
+                    sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                # ---- shared running max: M(n) = max(M(n-1) from the other warpgroup, rowmax S(n)) ----
+                m_prev = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
+                if n > n0:
+                    mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
+                    m_prev = mx_smem.index(1 - SW).load(s_row)
+                m_new = gl.maximum(m_prev, gl.max(sv, axis=1))
+                mx_smem.index(SW).store(m_new)
+                gl.thread_barrier()
+                mbarrier.arrive(m_ready.index(SW), count=1)
+                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = gl.exp2(m_prev - m_use)
+                p = gl.exp2(sv - m_use[:, None])
+                l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
+                m_w = m_new
+                # ---- publish alpha and P (over the rope slot: Q K^T of this page is done) ----
+                ax_smem.index(SW).store(alpha)
+                kr._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout).store(p.to(dtype))
+                fence_async_shared()
+                gl.thread_barrier()
+                mbarrier.arrive(p_ready.index(SW), count=1)
+                _stamp(trace_ptr, g, 3, TRACE)
+            mbarrier.arrive(q_free, count=1)     # this warpgroup's S of the chunk are done
+            it0 += n_end - n0
+
+            # ---- epilogue: warpgroup 1 hands (l, m) to warpgroup 0, which writes 1/l and lse ----
+            if SW == 1:
+                lp_smem.index(0).store(l_w)
+                lp_smem.index(1).store(m_w)
+                gl.thread_barrier()
+                mbarrier.arrive(lp_ready, count=1)
+            else:
+                mbarrier.wait(lp_ready, c & 1)
+                l_o = lp_smem.index(0).load(s_row)
+                m_o = lp_smem.index(1).load(s_row)
+                gl.thread_barrier()
+                m_fin = gl.maximum(m_w, m_o)
+                m_fu = gl.where(m_fin == float("-inf"), 0.0, m_fin)
+                l_i = (gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_fu))
+                       + gl.where(m_o == float("-inf"), 0.0, l_o * gl.exp2(m_o - m_fu)))
+                lb = c % 2
+                mbarrier.wait(l_free.index(lb), ((c // 2) & 1) ^ 1)
+                empty = l_i == 0.0
+                lx_smem.index(lb).store(gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i)))
+                gl.thread_barrier()
+                mbarrier.arrive(l_ready.index(lb), count=1)
+                lse2 = m_fu + gl.log2(gl.where(empty, 1.0, l_i))
+                slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+                _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
+            c += 1
+
+
+@gluon.jit
+def mla_decode_ws2_kernel(
+    q_ptr, stride_qb, stride_qs, stride_qh,
+    k_desc, v_desc,
+    bt_ptr, stride_bt,
+    seqlens_ptr, meta_ptr, num_splits_ptr,
+    out_ptr, lse_ptr,
+    oacc_ptr, stride_oacc_b, stride_oacc_r,
+    lacc_ptr, stride_lacc_b,
+    sm_scale_log2,
+    R, H_Q, S_Q,
+    trace_ptr,
+    CAUSAL: gl.constexpr,
+    BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
+    PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
+    dtype: gl.constexpr = k_desc.dtype
+
+    # shared memory: Q 72 KB + 2 x 72 KB page ring (P aliased on each stage's rope slot) + 2 KB of vectors
+    smem_layout: gl.constexpr = k_desc.layout
+    vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
+    qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
+    kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
+    kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
+    ax_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # alpha per ring stage
+    lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # 1/l per chunk parity
+    mx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # running max M(n), by n % 2
+    lp_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # softmax warpgroup 1's (l, m)
+    kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
+    kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
+    p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
+    l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
+    l_free = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
+    m_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
+    q_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
+    q_free = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
+    lp_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
+    for i in gl.static_range(2):
+        mbarrier.init(kv_ready.index(i), count=1)
+        mbarrier.init(kv_free.index(i), count=2)
+        mbarrier.init(p_ready.index(i), count=1)
+        mbarrier.init(l_ready.index(i), count=1)
+        mbarrier.init(l_free.index(i), count=2)
+        mbarrier.init(m_ready.index(i), count=1)
+    mbarrier.init(q_ready, count=2)
+    mbarrier.init(q_free, count=2)
+    mbarrier.init(lp_ready, count=1)
+    fence_async_shared()
+
+    gl.warp_specialize([
+        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                  seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128)),
+        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                  seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128)),
+        (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
+                        lx_smem, mx_smem, lp_smem, kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
+                        lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+        (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
+                        lx_smem, mx_smem, lp_smem, kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
+                        lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+    ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
