@@ -69,12 +69,18 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
     s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
     p_smem_layout: gl.constexpr = kr_smem.layout
+    NV: gl.constexpr = DV // CHUNK
+    chunk3: gl.constexpr = kr_smem.layout    # 2-D swizzled layout; the leading dim of a 3-D view is a batch dim
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
     begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
     kv = kv_smem.index(SW)      # pages of this warpgroup always sit in ring stage SW
     kr = kr_smem.index(SW)
+    # chunk-major views (8 x 64 x 64) of Q's latent part and of the stage: S runs as a loop over the chunks, so
+    # its wgmma descriptors are computed per chunk instead of 36 of them staying live (96 registers here)
+    q3 = q_smem._reinterpret(dtype, [NV, BLOCK_M, CHUNK], chunk3)
+    kv3 = kv._reinterpret(dtype, [NV, PAGE, CHUNK], chunk3)
 
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it0 = 0   # CTA page index of the chunk's first page
@@ -109,8 +115,11 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 _stamp(trace_ptr, g, 0, TRACE)
                 mbarrier.wait(kv_ready.index(SW), ph)
                 _stamp(trace_ptr, g, 1, TRACE)
-                s = warpgroup_mma(q_smem, kv.permute((1, 0)), s, use_acc=False, is_async=True)
-                s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
+                s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, use_acc=False, is_async=True)
+                s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))     # (does not wait: one group in flight)
+                for ch in range(NV):
+                    s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
+                    s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, g, 2, TRACE)
                 if (n + 1) * PAGE <= lim_lo:
