@@ -133,10 +133,12 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 if n > n0:
                     mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
                     m_prev = mx_smem.index(1 - SW).load(s_row)
-                m_new = gl.maximum(m_prev, gl.max(sv, axis=1))
-                mx_smem.index(SW).store(m_new)
+                mx_smem.index(SW).store(gl.maximum(m_prev, gl.max(sv, axis=1)))
                 gl.thread_barrier()
                 mbarrier.arrive(m_ready.index(SW), count=1)
+                # read back after the arrive: the exps below depend on it, so the compiler cannot schedule them
+                # before the hand-off (it did: the other warpgroup then waited for this one's exps)
+                m_new = mx_smem.index(SW).load(s_row)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_prev - m_use)
                 p = gl.exp2(sv - m_use[:, None])
