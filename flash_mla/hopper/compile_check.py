@@ -78,8 +78,10 @@ def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides)
     return _compile(P.mla_decode_pair_kernel, dtype_str, consts, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
 
 
-def ptxas_stats(ptx: str) -> tuple[int, int, int]:
-    """(registers, spill-store bytes, spill-load bytes) from ``ptxas -v`` (bundled with Triton) on the PTX."""
+def ptxas_stats(ptx: str) -> tuple[int, int, int, list]:
+    """(registers, spill-store bytes, spill-load bytes, performance notes) from ``ptxas -v`` (bundled with Triton)
+    on the PTX. The notes are ptxas's C75xx codes, e.g. C7507 (setmaxnreg ignored), C7512 (wgmma serialised for
+    lack of registers), C7517 (warpgroup.wait injected)."""
     import os
     import subprocess
     import tempfile
@@ -95,16 +97,17 @@ def ptxas_stats(ptx: str) -> tuple[int, int, int]:
     regs = int(re.search(r"Used (\d+) registers", log).group(1))
     st = int(re.search(r"(\d+) bytes spill stores", log).group(1))
     ld = int(re.search(r"(\d+) bytes spill loads", log).group(1))
-    return regs, st, ld
+    return regs, st, ld, sorted(set(re.findall(r"\((C75\d\d)\)", log)))
 
 
 def stats(compiled) -> dict:
     ptx = compiled.asm["ptx"]
     md = compiled.metadata
-    regs, spill_st, spill_ld = ptxas_stats(ptx)
+    regs, spill_st, spill_ld, notes = ptxas_stats(ptx)
     return {
         "n_regs": regs,
         "n_spills": spill_st + spill_ld,
+        "ptxas_notes": notes,
         "shared": md.shared,
         "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
         "tma": len(re.findall(r"cp\.async\.bulk\.tensor", ptx)),
@@ -112,10 +115,12 @@ def stats(compiled) -> dict:
 
 
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
-    """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"pair"`` or ``"lockstep"``) plus its warp count and whether
+    """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"pair"`` or ``"lockstep"``) plus its warp count and whether
     its PTX targets sm_90a and uses ``setmaxnreg``."""
     if kind == "ws":
         k = compile_sm90_ws(dtype_str, causal)
+    elif kind == "ws2":
+        k = compile_sm90_ws2(dtype_str, causal)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)
     else:
