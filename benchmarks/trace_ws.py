@@ -14,15 +14,13 @@ from flash_mla.bench import Config, decode_call
 
 def main():
     s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
-    mod = W
-    for kv in (sys.argv[5].split(",") if len(sys.argv) > 5 else []):
-        k, v = kv.split("=")
-        if k == "kernel":            # kernel=ws2: the two-softmax-warpgroup kernel (same stamps)
-            import flash_mla.hopper.launcher as hl
-            import flash_mla.hopper.ws2_kernel as W2
-            hl.CONFIG_OVERRIDE, mod = hl.WS2, W2
-        else:
-            setattr(mod, k, int(v))
+    import flash_mla.hopper.launcher as hl
+    import flash_mla.hopper.ws2_kernel as W2
+    opts = dict(kv.split("=") for kv in sys.argv[5].split(",")) if len(sys.argv) > 5 else {}
+    kernel = opts.pop("kernel", "ws")     # kernel=ws2: the two-softmax-warpgroup kernel (same stamps)
+    hl.CONFIG_OVERRIDE, mod = (hl.WS2, W2) if kernel == "ws2" else (hl.WS, W)
+    for k, v in opts.items():
+        setattr(mod, k, int(v))
     mod.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
     fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
     for _ in range(4):

@@ -13,11 +13,12 @@ launch options, and the device.
 
 TMA descriptors: Triton 3.6's launcher encodes every ``TensorDescriptor`` argument into a ``CUtensorMap``
 (``cuTensorMapEncodeTiled``) on every launch. An encoded map depends only on the base address, shape, strides,
-box and swizzle, so ``CachedKernel`` keeps the encodings of the last few geometries (``DescriptorCache``) and
+box and swizzle, so ``CachedKernel`` keeps the encodings of recent geometries (``DescriptorCache``) and
 hands them to the compiled kernel's raw launcher: same arguments, no re-encoding per decode step.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
 
@@ -30,38 +31,58 @@ FAST_DESCRIPTORS = True   # False: every launch through Triton's own launcher wr
 
 
 class DescriptorCache:
-    """Encoded TMA descriptor arguments by geometry: ``get(desc, meta)`` returns what Triton's launcher passes
-    for a ``TensorDescriptor`` (``[CUtensorMap, *shape, *strides]``), encoding it with ``encode`` (Triton's
-    ``make_tensordesc_arg``) only for a geometry not seen recently. Holds no tensor references."""
+    """Encoded TMA descriptor arguments by geometry: ``get(desc, meta_key, meta)`` returns what Triton's launcher
+    passes for a ``TensorDescriptor`` (``[CUtensorMap, *shape, *strides]``), encoding it with ``encode`` (Triton's
+    ``make_tensordesc_arg(desc, meta)``) only for a geometry not seen recently. ``meta_key`` is the hashable
+    content of ``meta`` (swizzle, element type, box). Least-recently-used entries go first once ``size`` is
+    reached: sized for a model's layers (each with its own cache tensor) times kernels. Holds no tensor
+    references."""
 
-    def __init__(self, encode, size: int = 16):
+    def __init__(self, encode, size: int = 1024):
         self.encode = encode
         self.size = size
-        self.entries: dict = {}
+        self.entries: collections.OrderedDict = collections.OrderedDict()
 
-    def get(self, desc, meta):
+    def get(self, desc, meta_key, meta):
         key = (desc.base.data_ptr(), tuple(desc.shape), tuple(desc.strides), tuple(desc.block_shape),
-               desc.padding, id(meta))
+               desc.padding, meta_key)
         hit = self.entries.get(key)
         if hit is None:
             if len(self.entries) >= self.size:
-                self.entries.clear()
+                self.entries.popitem(last=False)
             hit = self.entries[key] = self.encode(desc, meta)
+        else:
+            self.entries.move_to_end(key)
         return hit
 
 
-def expand_descriptors(args, positions, metas, cache: DescriptorCache) -> list:
+def expand_descriptors(args, positions, metas, meta_keys, cache: DescriptorCache) -> list:
     """``args`` with the tensor descriptor at each of ``positions`` replaced by its encoded arguments (as Triton's
     launcher wrapper does, through ``cache``)."""
     final = list(args)
-    for pos, meta in zip(reversed(positions), reversed(metas)):
-        final[pos:pos + 1] = cache.get(final[pos], meta)
+    for pos, meta, key in zip(reversed(positions), reversed(metas), reversed(meta_keys)):
+        final[pos:pos + 1] = cache.get(final[pos], key, meta)
     return final
 
 
+def _frozen(x):
+    if isinstance(x, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in x.items()))
+    if isinstance(x, (list, tuple)):
+        return tuple(_frozen(v) for v in x)
+    return x
+
+
 def _desc_launcher(run):
-    """(raw launcher, tensor-descriptor argument positions, their metadata) of a compiled kernel's Triton 3.6
-    ``CudaLauncher`` whose launch re-encodes tensor descriptors; None when it takes none or is not that shape."""
+    """(raw launcher, tensor-descriptor argument positions, their metadata, its hashable content) of a compiled
+    kernel's ``CudaLauncher`` when it is Triton 3.6's shape (a tensor-descriptor wrapper around the raw launcher,
+    base arguments ``iiiKKppOOOOOO``); None otherwise, and the launch goes through Triton's own path."""
+    try:
+        from triton.backends.nvidia import driver as nv
+    except ImportError:
+        return None
+    if getattr(nv, "_BASE_ARGS_FORMAT", None) != "iiiKKppOOOOOO":
+        return None
     inner = getattr(run, "launch", None)
     code = getattr(inner, "__code__", None)
     if code is None or not inner.__closure__:
@@ -72,7 +93,7 @@ def _desc_launcher(run):
     metas = cells["tensordesc_meta"]
     if not metas or any(m is None for m in metas):
         return None
-    return cells["launcher"], sorted(cells["tensordesc_indices"]), list(metas)
+    return cells["launcher"], sorted(cells["tensordesc_indices"]), list(metas), [_frozen(m) for m in metas]
 
 
 class CachedKernel:
@@ -105,11 +126,11 @@ class CachedKernel:
                 knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args)
             return
         # what CudaLauncher.__call__ and its tensor-descriptor wrapper do, with the descriptors from the cache
-        raw, positions, metas = fast
+        raw, positions, metas, meta_keys = fast
         if self.descs is None:
             from triton.backends.nvidia.driver import make_tensordesc_arg
             self.descs = DescriptorCache(make_tensordesc_arg)
-        final = expand_descriptors(args, positions, metas, self.descs)
+        final = expand_descriptors(args, positions, metas, meta_keys, self.descs)
         raw(grid[0], grid[1], grid[2], stream, kernel.function, run.launch_cooperative_grid, run.launch_pdl,
             None, None, kernel.packed_metadata, kernel.launch_metadata(grid, stream, *args),
             knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *final)

@@ -117,17 +117,19 @@ def _online_softmax(sv, m_prev, l_prev):
 
 @gluon.jit
 def _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem,
-             ld_layout: gl.constexpr, CHUNK: gl.constexpr):
+             ld_layout: gl.constexpr, CHUNK: gl.constexpr, C_LO: gl.constexpr = 0, C_HI: gl.constexpr = -1):
     """Q tile of rows m0 .. m0+63 (packed s_q * h_q rows) of sequence ``bi`` -> shared memory: the latent
     columns into ``q_smem``, the rope columns into ``qr_smem`` (rows past R read as 0). Plain loads, 64 columns
-    at a time; the caller fences and synchronises before the tensor cores read it."""
+    at a time (only 64-column chunks C_LO .. C_HI-1 of the 9 when given, the rope being chunk 8); the caller
+    fences and synchronises before the tensor cores read it."""
     NCHUNK_V: gl.constexpr = q_smem.shape[1] // CHUNK
     BLOCK_M: gl.constexpr = q_smem.shape[0]
+    HI: gl.constexpr = NCHUNK_V + 1 if C_HI < 0 else C_HI
     q_base = q_ptr + bi.to(gl.int64) * stride_qb
     rows_ld = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ld_layout))
     cols_ld = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, ld_layout))
     q_row_off = (rows_ld // H_Q).to(gl.int64) * stride_qs + (rows_ld % H_Q).to(gl.int64) * stride_qh
-    for c in gl.static_range(NCHUNK_V + 1):
+    for c in gl.static_range(C_LO, HI):
         qt = gl.load(q_base + q_row_off[:, None] + (c * CHUNK + cols_ld)[None, :], mask=(rows_ld < R)[:, None],
                      other=0.0)
         if c < NCHUNK_V:

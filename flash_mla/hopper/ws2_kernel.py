@@ -1,4 +1,5 @@
-"""Warp-specialized Hopper MLA decoding kernel with two softmax warpgroups that alternate pages (opt-in: WS2).
+"""Warp-specialized Hopper MLA decoding kernel with two softmax warpgroups that alternate pages (the default for
+more than one 64-row query tile: ``launcher.WS2``).
 
 Why (docs/perf-notes.md, "H200 session 4"): in ``ws_kernel`` one softmax warpgroup runs S(n) = Q K(n)^T and then
 the softmax of page n, during which the tensor cores idle (~770 of ~3,440 cycles per page at h_q = 128, s_q = 2).
@@ -25,8 +26,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .kernel import _part_meta, _split_slot, _ss_chunk, _store_lse
-from .ws_kernel import _stamp, _ws_pv
+from .kernel import _part_meta, _ss_chunk, _stage_q
+from .ws_kernel import _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -36,41 +37,20 @@ TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpg
 
 
 @gluon.jit
-def _stage_q_half(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, SW: gl.constexpr,
-                  ld_layout: gl.constexpr, CHUNK: gl.constexpr):
-    """Softmax warpgroup SW's share of the Q tile -> shared memory: SW 0 the latent columns 0-255, SW 1 the latent
-    columns 256-511 and the rope columns (rows past R read as 0). The caller fences and synchronises."""
-    NV: gl.constexpr = q_smem.shape[1] // CHUNK
-    BLOCK_M: gl.constexpr = q_smem.shape[0]
-    q_base = q_ptr + bi.to(gl.int64) * stride_qb
-    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ld_layout))
-    cols = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, ld_layout))
-    off = (rows // H_Q).to(gl.int64) * stride_qs + (rows % H_Q).to(gl.int64) * stride_qh
-    for c in gl.static_range(SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1)):
-        qt = gl.load(q_base + off[:, None] + (c * CHUNK + cols)[None, :], mask=(rows < R)[:, None], other=0.0)
-        if c < NV:
-            q_smem.slice(c * CHUNK, CHUNK, dim=1).store(qt)
-        else:
-            qr_smem.store(qt)
-
-
-@gluon.jit
 def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem,
                  kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free, lp_ready,
                  seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
-                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                 DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
+                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
-    s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
-    p_smem_layout: gl.constexpr = kr_smem.layout
     NV: gl.constexpr = DV // CHUNK
-    chunk3: gl.constexpr = kr_smem.layout    # 2-D swizzled layout; the leading dim of a 3-D view is a batch dim
+    tile_layout: gl.constexpr = kr_smem.layout   # 2-D swizzle of one 64 x 64 tile; in a 3-D view dim 0 is a batch
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
@@ -79,8 +59,8 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
     kr = kr_smem.index(SW)
     # chunk-major views (8 x 64 x 64) of Q's latent part and of the stage: S runs as a loop over the chunks, so
     # its wgmma descriptors are computed per chunk instead of 36 of them staying live (96 registers here)
-    q3 = q_smem._reinterpret(dtype, [NV, BLOCK_M, CHUNK], chunk3)
-    kv3 = kv._reinterpret(dtype, [NV, PAGE, CHUNK], chunk3)
+    q3 = q_smem._reinterpret(dtype, [NV, BLOCK_M, CHUNK], tile_layout)
+    kv3 = kv._reinterpret(dtype, [NV, PAGE, CHUNK], tile_layout)
 
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it0 = 0   # CTA page index of the chunk's first page
@@ -91,20 +71,15 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
         if (end > start) | (L == 0):
             # ---- Q tile: both warpgroups done with the previous chunk's S -> each stages its half ----
             mbarrier.wait(q_free, (c & 1) ^ 1)
-            _stage_q_half(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, SW, ld_layout,
-                          CHUNK)
+            # SW 0: latent columns 0-255; SW 1: 256-511 and the rope columns
+            _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK,
+                     SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1))
             fence_async_shared()
             gl.thread_barrier()
             mbarrier.arrive(q_ready, count=1)
             mbarrier.wait(q_ready, c & 1)
 
-            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
-            if CAUSAL:
-                lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
-                lim_lo = gl.minimum(end, L - S_Q + m0 // H_Q + 1)
-            else:
-                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
-                lim_lo = end
+            rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             l_w = gl.zeros([BLOCK_M], gl.float32, layout=s_row)                 # row sum of this warpgroup's pages,
             m_w = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)   # relative to M of its last page
             n0 = start // PAGE
@@ -122,12 +97,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, g, 2, TRACE)
-                if (n + 1) * PAGE <= lim_lo:
-                    sv = s * sm_scale_log2
-                else:
-                    cols = gl.arange(0, PAGE, layout=s_col)
-                    visible = cols[None, :] < (lim - n * PAGE)[:, None]
-                    sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                sv = _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE)
                 # ---- shared running max: M(n) = max(M(n-1) from the other warpgroup, rowmax S(n)) ----
                 m_prev = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
                 if n > n0:
@@ -144,17 +114,16 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 p = gl.exp2(sv - m_use[:, None])
                 l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
                 m_w = m_new
-                # ---- publish alpha and P (over the rope slot: Q K^T of this page is done) ----
-                ax_smem.index(SW).store(alpha)
-                kr._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout).store(p.to(dtype))
-                fence_async_shared()
-                gl.thread_barrier()
-                mbarrier.arrive(p_ready.index(SW), count=1)
+                _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE)
                 _stamp(trace_ptr, g, 3, TRACE)
-            mbarrier.arrive(q_free, count=1)     # this warpgroup's S of the chunk are done
+            # this warpgroup's S of the chunk are done (each page ended with a thread barrier; a chunk without a
+            # page for it read nothing): the other may overwrite its half of Q
+            mbarrier.arrive(q_free, count=1)
             it0 += n_end - n0
 
-            # ---- epilogue: warpgroup 1 hands (l, m) to warpgroup 0, which writes 1/l and lse ----
+            # ---- epilogue: warpgroup 1 hands (l, m) to warpgroup 0, which writes 1/l and lse. No lp_free
+            # barrier: warpgroup 1 writes lp_smem again only after q_ready of the next chunk, which needs warpgroup
+            # 0's arrival, made after these reads (keep that order if the Q hand-off moves) ----
             if SW == 1:
                 lp_smem.index(0).store(l_w)
                 lp_smem.index(1).store(m_w)
@@ -169,15 +138,8 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 m_fu = gl.where(m_fin == float("-inf"), 0.0, m_fin)
                 l_i = (gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_fu))
                        + gl.where(m_o == float("-inf"), 0.0, l_o * gl.exp2(m_o - m_fu)))
-                lb = c % 2
-                mbarrier.wait(l_free.index(lb), ((c // 2) & 1) ^ 1)
-                empty = l_i == 0.0
-                lx_smem.index(lb).store(gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i)))
-                gl.thread_barrier()
-                mbarrier.arrive(l_ready.index(lb), count=1)
-                lse2 = m_fu + gl.log2(gl.where(empty, 1.0, l_i))
-                slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
-                _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
+                _finish_chunk(m_fu, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_smem, l_ready,
+                              l_free, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
             c += 1
 
 
@@ -244,9 +206,9 @@ def mla_decode_ws2_kernel(
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
                         lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
                         lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

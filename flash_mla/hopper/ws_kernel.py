@@ -1,4 +1,5 @@
-"""Warp-specialized Hopper MLA decoding kernel: one softmax warpgroup and two P·V warpgroups (default).
+"""Warp-specialized Hopper MLA decoding kernel: one softmax warpgroup and two P·V warpgroups (the default for one
+64-row query tile; ``ws2_kernel``, which reuses the P·V warpgroups, for more).
 
 Why: in the lock-step kernel (``kernel.mla_decode_kernel``) both warpgroups run the same program, so the tensor
 cores idle while both do the softmax, and splitting the 64 x 64 S by columns makes each warpgroup re-read the whole
@@ -52,6 +53,56 @@ def _stamp(trace_ptr, it, event: gl.constexpr, TRACE: gl.constexpr):
 
 
 @gluon.jit
+def _row_limits(m0, L, end, H_Q, S_Q, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, s_row: gl.constexpr):
+    """Rows of the tile, each row's key limit (keys j < lim are visible) and the tile's smallest limit."""
+    rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
+    if CAUSAL:
+        lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
+        lim_lo = gl.minimum(end, L - S_Q + m0 // H_Q + 1)   # smallest lim of the tile (row m0)
+    else:
+        lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
+        lim_lo = end
+    return rows_s, lim, lim_lo
+
+
+@gluon.jit
+def _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE: gl.constexpr):
+    """Page n's scores in base 2, keys past each row's limit at -inf."""
+    if (n + 1) * PAGE <= lim_lo:
+        sv = s * sm_scale_log2                 # every key of the page is visible to every row
+    else:
+        cols = gl.arange(0, PAGE, layout=gl.SliceLayout(0, s.type.layout))
+        visible = cols[None, :] < (lim - n * PAGE)[:, None]
+        sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+    return sv
+
+
+@gluon.jit
+def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.constexpr):
+    """alpha and P (in the cache dtype, over the page's rope slot: its Q K^T is done) to the P.V warpgroups."""
+    ax_slot.store(alpha)
+    kr._reinterpret(kr.dtype, [BLOCK_M, PAGE], kr.layout).store(p.to(kr.dtype))
+    fence_async_shared()
+    gl.thread_barrier()
+    mbarrier.arrive(ready, count=1)
+
+
+@gluon.jit
+def _finish_chunk(m, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_smem, l_ready, l_free,
+                  num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q):
+    """Chunk epilogue of the softmax side: 1/l to the P.V warpgroups (buffer c % 2), lse (natural log) out."""
+    lb = c % 2
+    mbarrier.wait(l_free.index(lb), ((c // 2) & 1) ^ 1)
+    empty = l_i == 0.0
+    lx_smem.index(lb).store(gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i)))
+    gl.thread_barrier()
+    mbarrier.arrive(l_ready.index(lb), count=1)
+    lse2 = m + gl.log2(gl.where(empty, 1.0, l_i))
+    slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+    _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
+
+
+@gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv_ready, p_ready, l_ready, l_free,
@@ -59,13 +110,10 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
                 DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
-    dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
-    s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
-    p_smem_layout: gl.constexpr = kr_smem.layout   # 64 x 64 tile, same swizzle as the rope slot it aliases
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
@@ -83,13 +131,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
             fence_async_shared()
             gl.thread_barrier()
 
-            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
-            if CAUSAL:
-                lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
-                lim_lo = gl.minimum(end, L - S_Q + m0 // H_Q + 1)   # smallest lim of the tile (row m0)
-            else:
-                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
-                lim_lo = end
+            rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
@@ -103,32 +145,15 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, it, 2, TRACE)
                 # ---- online softmax (base 2); keys j < lim are visible ----
-                if (n + 1) * PAGE <= lim_lo:
-                    sv = s * sm_scale_log2                 # every key of the page is visible to every row
-                else:
-                    cols = gl.arange(0, PAGE, layout=s_col)
-                    visible = cols[None, :] < (lim - n * PAGE)[:, None]
-                    sv = gl.where(visible, s * sm_scale_log2, float("-inf"))
+                sv = _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE)
                 m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
-                # ---- publish alpha and P (P over the rope slot: Q K^T of this page is done) ----
-                ax_smem.index(stage).store(alpha)
-                kr._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout).store(p.to(dtype))
-                fence_async_shared()
-                gl.thread_barrier()
-                mbarrier.arrive(p_ready.index(stage), count=1)
+                _publish_p(p, alpha, ax_smem.index(stage), kr, p_ready.index(stage), BLOCK_M, PAGE)
                 _stamp(trace_ptr, it, 3, TRACE)
                 it += 1
 
             # ---- epilogue: 1/l to the P.V warpgroups; lse (natural log) from here ----
-            lb = c % 2
-            mbarrier.wait(l_free.index(lb), ((c // 2) & 1) ^ 1)
-            empty = l_i == 0.0
-            lx_smem.index(lb).store(gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i)))
-            gl.thread_barrier()
-            mbarrier.arrive(l_ready.index(lb), count=1)
-            lse2 = m_i + gl.log2(gl.where(empty, 1.0, l_i))
-            slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
-            _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
+            _finish_chunk(m_i, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_smem, l_ready, l_free,
+                          num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
             c += 1
 
 
