@@ -27,7 +27,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv
+from .ws_kernel import _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -161,35 +161,19 @@ def mla_decode_ws2_kernel(
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
-    dtype: gl.constexpr = k_desc.dtype
-
-    # shared memory: Q 72 KB + 2 x 72 KB page ring (P aliased on each stage's rope slot) + 2 KB of vectors
-    smem_layout: gl.constexpr = k_desc.layout
+    # the ws kernel's shared memory (Q, 2-stage ring, alpha, 1/l, ring / P / 1/l barriers) + the hand-offs
+    # between the two softmax warpgroups
+    (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
+     kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV)
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
-    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
-    qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
-    kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
-    kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
-    ax_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # alpha per ring stage
-    lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # 1/l per chunk parity
     mx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # running max M(n), by n % 2
     lp_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # softmax warpgroup 1's (l, m)
-    kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
-    kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
-    p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
-    l_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
-    l_free = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
     m_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     q_free = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     lp_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     for i in gl.static_range(2):
-        mbarrier.init(kv_ready.index(i), count=1)
-        mbarrier.init(kv_free.index(i), count=2)
-        mbarrier.init(p_ready.index(i), count=1)
-        mbarrier.init(l_ready.index(i), count=1)
-        mbarrier.init(l_free.index(i), count=2)
         mbarrier.init(m_ready.index(i), count=1)
     mbarrier.init(q_ready, count=2)
     mbarrier.init(q_free, count=2)
