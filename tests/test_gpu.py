@@ -127,17 +127,20 @@ def test_hopper_lockstep_variants(cfg, s_k, h_q, s_q, varlen):
     ([4096, 1000, 7000], 2, 128, torch.bfloat16, True, 132),             # several row blocks, splits
     ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "pair"])
-def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts):
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair"])
+def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
-    64-row tile and ws2 for more; pair_kernel is opt-in)."""
+    64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
     import flash_mla.hopper.launcher as hl
     meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
-    hl.CONFIG_OVERRIDE = {"ws": hl.WS, "ws2": hl.WS2, "pair": hl.PAIR}[kernel]
+    if kernel == "ws2-cw0":
+        import flash_mla.hopper.ws2_kernel as W2
+        monkeypatch.setattr(W2, "CHUNK_WAIT", 0)
+    hl.CONFIG_OVERRIDE = {"ws": hl.WS, "ws2": hl.WS2, "ws2-cw0": hl.WS2, "pair": hl.PAIR}[kernel]
     try:
         out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
         # second call: the cached launch (descriptor cache), and bit-identical results

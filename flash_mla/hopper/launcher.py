@@ -122,15 +122,16 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     num_parts = tile_scheduler_metadata.shape[0]
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
-    k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if cfg == PAIR else K.HEAD_DIM_V // K.CHUNK)
+    half_box = cfg == PAIR or (cfg == WS2 and W2.CHUNK_WAIT)   # the latent part in two TMA boxes
+    k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if half_box else K.HEAD_DIM_V // K.CHUNK)
     if cfg == WS:
         launch = _launch_ws
         variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
-        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, TRACE=W2.TRACE_BUF is not None,
-                       num_warps=W2.NUM_WARPS, maxnreg=W2.MAXNREG)
+        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=bool(W2.CHUNK_WAIT),
+                       TRACE=W2.TRACE_BUF is not None, num_warps=W2.NUM_WARPS, maxnreg=W2.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair
         variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
@@ -144,7 +145,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(P_SMEM=bool(p_smem), OVERLAP=bool(overlap), TMA3D=bool(tma3d), num_warps=K.NUM_WARPS)
     # Every int argument derives from these shapes/strides; outputs and workspace are fresh allocations.
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
-           bool(causal), cfg, W.TRACE_BUF is not None, P.TRACE_BUF is not None, W2.TRACE_BUF is not None, alignment_key(q, block_table, cache_seqlens, tile_scheduler_metadata, num_splits))
+           bool(causal), cfg, tuple(variant.items()), alignment_key(q, block_table, cache_seqlens,
+                                                                     tile_scheduler_metadata, num_splits))
     with device_guard(q.device):
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),

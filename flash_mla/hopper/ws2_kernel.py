@@ -33,6 +33,8 @@ NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of 
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
 SM_REGS = 96           # setmaxnreg of each softmax warpgroup
 MAXNREG = 128          # 16 warps x 128 = 65,536
+CHUNK_WAIT = 1         # pages land in 3 pieces with their own mbarriers, S starts before the page has landed
+                       # (0: one mbarrier per page; docs/perf-notes.md "H200 session 5")
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 
 
@@ -43,7 +45,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
-                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -88,11 +90,16 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 g = it0 + n - n0                     # CTA page index (g % 2 == SW)
                 ph = (g // 2) & 1
                 _stamp(trace_ptr, g, 0, TRACE)
-                mbarrier.wait(kv_ready.index(SW), ph)
+                # CW: the page lands in three pieces (rope, latent halves) with their own mbarriers: S starts on
+                # the rope piece and waits for each half just before its first chunk
+                mbarrier.wait(kv_ready.index(3 * SW if CW else SW), ph)
                 _stamp(trace_ptr, g, 1, TRACE)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))     # (does not wait: one group in flight)
                 for ch in range(NV):
+                    if CW:
+                        if ch % (NV // 2) == 0:
+                            mbarrier.wait(kv_ready.index(3 * SW + 1 + ch // (NV // 2)), ph)
                     s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
@@ -157,7 +164,7 @@ def mla_decode_ws2_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr,
+    PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
@@ -178,21 +185,27 @@ def mla_decode_ws2_kernel(
     mbarrier.init(q_ready, count=2)
     mbarrier.init(q_free, count=2)
     mbarrier.init(lp_ready, count=1)
+    if CW:   # three ring barriers per stage (rope, latent halves) instead of one
+        ring_ready = gl.allocate_shared_memory(gl.int64, [6, 1], bar_layout)
+        for i in gl.static_range(6):
+            mbarrier.init(ring_ready.index(i), count=1)
+    else:
+        ring_ready = kv_ready
     fence_async_shared()
 
     gl.warp_specialize([
-        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+        (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128)),
-        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW)),
+        (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128)),
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
-                        lx_smem, mx_smem, lp_smem, kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
+                        lx_smem, mx_smem, lp_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
                         lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
-                        lx_smem, mx_smem, lp_smem, kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
+                        lx_smem, mx_smem, lp_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
                         lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

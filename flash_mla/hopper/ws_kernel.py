@@ -29,8 +29,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .kernel import (_issue_page_at, _online_softmax, _part_meta, _split_slot, _ss_chunk, _ss_zero_v,
-                     _stage_q, _store_lse, _store_o)
+from .kernel import (_issue_page_at, _issue_page_groups, _online_softmax, _part_meta, _split_slot, _ss_chunk,
+                     _ss_zero_v, _stage_q, _store_lse, _store_o)
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
@@ -179,11 +179,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256):
+           trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = False):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
-    refills the stage two pages ahead."""
+    refills the stage two pages ahead (CW: in three pieces with one mbarrier each, ``kv_ready[3 * stage + piece]``,
+    instead of one ``kv_ready[stage]``)."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -213,7 +214,11 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                                             bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(2):
-            _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE, CHUNK)
+            if CW:
+                _issue_page_groups(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, PAGE, CHUNK)
+            else:
+                _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE,
+                               CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -231,7 +236,10 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 ph = (it // 2) & 1
                 kv = kv_smem.index(stage)
                 _stamp(trace_ptr, it, 4 + 4 * WG, TRACE)
-                mbarrier.wait(kv_ready.index(stage), ph)
+                if CW:   # the piece with this warpgroup's latent half (``_issue_page_groups``)
+                    mbarrier.wait(kv_ready.index(3 * stage + 1 + WG), ph)
+                else:
+                    mbarrier.wait(kv_ready.index(stage), ph)
                 mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
                 alpha = ax_smem.index(stage).load(o_row)
@@ -253,8 +261,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
-                    _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
-                                   NCHUNK, PAGE, CHUNK)
+                    if CW:
+                        _issue_page_groups(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                           PAGE, CHUNK)
+                    else:
+                        _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                       NCHUNK, PAGE, CHUNK)
                     lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
                                                         begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
                 _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
