@@ -57,18 +57,18 @@ def _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage,
 @gluon.jit
 def _issue_piece(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage, PIECE: gl.constexpr,
                  PAGE: gl.constexpr, CHUNK: gl.constexpr):
-    """One of a page's three TMA pieces into ring ``stage`` with its own mbarrier ``bars[3 * stage + PIECE]``:
-    PIECE 0 the rope columns, 1 latent columns 0-255, 2 latent columns 256-511 (``v_desc``'s box is half of the
-    latent part, 4 x 64 x 64)."""
+    """One TMA piece of a page into ring ``stage`` with its own mbarrier ``bars[(NL + 1) * stage + PIECE]``: PIECE 0
+    the rope columns, PIECE k >= 1 the k-th of the NL latent boxes (``v_desc``'s box: NB x 64 x 64, NL = 8 / NB)."""
     row = page * PAGE
     NB: gl.constexpr = v_desc.block_type.shape[0]
+    NL: gl.constexpr = kv_smem.shape[2] // CHUNK // NB
     eb: gl.constexpr = k_desc.dtype.primitive_bitwidth // 8
-    bar = bars.index(3 * stage + PIECE)
+    bar = bars.index((NL + 1) * stage + PIECE)
     if PIECE == 0:
         mbarrier.expect(bar, PAGE * CHUNK * eb, pred=ok)
-        tma.async_copy_global_to_shared(k_desc, [row, 2 * NB * CHUNK], bar, kr_smem.index(stage), pred=ok)
+        tma.async_copy_global_to_shared(k_desc, [row, NL * NB * CHUNK], bar, kr_smem.index(stage), pred=ok)
     else:
-        kv3 = kv_smem.index(stage)._reinterpret(v_desc.dtype, [2 * NB, PAGE, CHUNK], v_desc.layout)
+        kv3 = kv_smem.index(stage)._reinterpret(v_desc.dtype, [NL * NB, PAGE, CHUNK], v_desc.layout)
         mbarrier.expect(bar, NB * PAGE * CHUNK * eb, pred=ok)
         tma.async_copy_global_to_shared(v_desc, [(PIECE - 1) * NB, row, 0], bar,
                                         kv3.slice((PIECE - 1) * NB, NB, dim=0), pred=ok)
@@ -77,9 +77,10 @@ def _issue_piece(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage, PIECE:
 @gluon.jit
 def _issue_page_groups(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage,
                        PAGE: gl.constexpr, CHUNK: gl.constexpr):
-    """As ``_issue_page_at``, in three pieces with one mbarrier each (``_issue_piece``; rope first), so that
+    """As ``_issue_page_at``, in 1 + NL pieces with one mbarrier each (``_issue_piece``; rope first), so that
     ``Q K^T`` can start before the whole page has landed."""
-    for piece in gl.static_range(3):
+    NL: gl.constexpr = kv_smem.shape[2] // CHUNK // v_desc.block_type.shape[0]
+    for piece in gl.static_range(NL + 1):
         _issue_piece(k_desc, v_desc, kv_smem, kr_smem, bars, page, ok, stage, piece, PAGE, CHUNK)
 
 

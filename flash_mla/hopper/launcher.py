@@ -122,15 +122,19 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     num_parts = tile_scheduler_metadata.shape[0]
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
-    half_box = cfg == PAIR or (cfg == WS2 and W2.CHUNK_WAIT)   # the latent part in two TMA boxes
-    k_desc, v_desc = make_descriptors(k_cache, P.V_BOX if half_box else K.HEAD_DIM_V // K.CHUNK)
+    v_box = K.HEAD_DIM_V // K.CHUNK      # 64-column tiles per TMA box of the latent part
+    if cfg == PAIR:
+        v_box = P.V_BOX
+    elif cfg == WS2 and W2.CHUNK_WAIT:
+        v_box //= W2.CHUNK_WAIT
+    k_desc, v_desc = make_descriptors(k_cache, v_box)
     if cfg == WS:
         launch = _launch_ws
         variant = dict(PV_REGS=W.PV_REGS, TRACE=W.TRACE_BUF is not None, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
-        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=bool(W2.CHUNK_WAIT),
+        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT),
                        TRACE=W2.TRACE_BUF is not None, num_warps=W2.NUM_WARPS, maxnreg=W2.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair

@@ -33,8 +33,9 @@ NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of 
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
 SM_REGS = 96           # setmaxnreg of each softmax warpgroup
 MAXNREG = 128          # 16 warps x 128 = 65,536
-CHUNK_WAIT = 1         # pages land in 3 pieces with their own mbarriers, S starts before the page has landed
-                       # (0: one mbarrier per page; docs/perf-notes.md "H200 session 5")
+CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope columns + CHUNK_WAIT latent pieces with
+                       # their own mbarriers, and S starts before it has landed (0: one mbarrier per page; 2 or 4;
+                       # docs/perf-notes.md "H200 session 5")
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 
 
@@ -90,16 +91,16 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 g = it0 + n - n0                     # CTA page index (g % 2 == SW)
                 ph = (g // 2) & 1
                 _stamp(trace_ptr, g, 0, TRACE)
-                # CW: the page lands in three pieces (rope, latent halves) with their own mbarriers: S starts on
-                # the rope piece and waits for each half just before its first chunk
-                mbarrier.wait(kv_ready.index(3 * SW if CW else SW), ph)
+                # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
+                # starts on the rope piece and waits for each latent piece just before its first chunk
+                mbarrier.wait(kv_ready.index((CW + 1) * SW if CW else SW), ph)
                 _stamp(trace_ptr, g, 1, TRACE)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))     # (does not wait: one group in flight)
                 for ch in range(NV):
                     if CW:
-                        if ch % (NV // 2) == 0:
-                            mbarrier.wait(kv_ready.index(3 * SW + 1 + ch // (NV // 2)), ph)
+                        if ch % (NV // CW) == 0:
+                            mbarrier.wait(kv_ready.index((CW + 1) * SW + 1 + ch // (NV // CW)), ph)
                     s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
@@ -185,9 +186,9 @@ def mla_decode_ws2_kernel(
     mbarrier.init(q_ready, count=2)
     mbarrier.init(q_free, count=2)
     mbarrier.init(lp_ready, count=1)
-    if CW:   # three ring barriers per stage (rope, latent halves) instead of one
-        ring_ready = gl.allocate_shared_memory(gl.int64, [6, 1], bar_layout)
-        for i in gl.static_range(6):
+    if CW:   # 1 + CW ring barriers per stage (rope, latent pieces) instead of one
+        ring_ready = gl.allocate_shared_memory(gl.int64, [2 * (CW + 1), 1], bar_layout)
+        for i in gl.static_range(2 * (CW + 1)):
             mbarrier.init(ring_ready.index(i), count=1)
     else:
         ring_ready = kv_ready

@@ -179,12 +179,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = False):
+           trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
-    refills the stage two pages ahead (CW: in three pieces with one mbarrier each, ``kv_ready[3 * stage + piece]``,
-    instead of one ``kv_ready[stage]``)."""
+    refills the stage two pages ahead (CW > 0: the rope columns and CW latent pieces with one mbarrier each,
+    ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``)."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -236,8 +236,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 ph = (it // 2) & 1
                 kv = kv_smem.index(stage)
                 _stamp(trace_ptr, it, 4 + 4 * WG, TRACE)
-                if CW:   # the piece with this warpgroup's latent half (``_issue_page_groups``)
-                    mbarrier.wait(kv_ready.index(3 * stage + 1 + WG), ph)
+                if CW:   # the pieces with this warpgroup's latent half (``_issue_page_groups``)
+                    for j in gl.static_range(CW // 2):
+                        mbarrier.wait(kv_ready.index((CW + 1) * stage + 1 + WG * (CW // 2) + j), ph)
                 else:
                     mbarrier.wait(kv_ready.index(stage), ph)
                 mbarrier.wait(p_ready.index(stage), ph)
