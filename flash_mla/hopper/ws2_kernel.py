@@ -169,6 +169,7 @@ def mla_decode_ws2_kernel(
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
+    gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
