@@ -140,12 +140,9 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     if kernel == "ws2-cw0":
         import flash_mla.hopper.ws2_kernel as W2
         monkeypatch.setattr(W2, "CHUNK_WAIT", 0)
-    hl.CONFIG_OVERRIDE = {"ws": hl.WS, "ws2": hl.WS2, "ws2-cw0": hl.WS2, "pair": hl.PAIR}[kernel]
-    try:
-        out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
-        # second call: the cached launch (descriptor cache), and bit-identical results
-        out2, lse2 = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
-    finally:
-        hl.CONFIG_OVERRIDE = None
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", {"ws": hl.WS, "ws2": hl.WS2, "ws2-cw0": hl.WS2, "pair": hl.PAIR}[kernel])
+    out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
+    # second call: the cached launch (descriptor cache), and bit-identical results
+    out2, lse2 = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)
     assert torch.equal(out, out2) and torch.equal(lse, lse2), f"{kernel} is not deterministic"

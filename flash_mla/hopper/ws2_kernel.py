@@ -93,7 +93,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 _stamp(trace_ptr, g, 0, TRACE)
                 # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
                 # starts on the rope piece and waits for each latent piece just before its first chunk
-                mbarrier.wait(kv_ready.index((CW + 1) * SW if CW else SW), ph)
+                mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)     # (CW = 0: the page's one mbarrier)
                 _stamp(trace_ptr, g, 1, TRACE)
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, use_acc=False, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))     # (does not wait: one group in flight)

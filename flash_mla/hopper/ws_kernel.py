@@ -174,6 +174,17 @@ def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, be
 
 
 @gluon.jit
+def _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, page, ok, stage, CW: gl.constexpr,
+                     NCHUNK: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+    """TMA ``page`` into ring ``stage``: with one mbarrier (CW = 0, ``_issue_page_at``) or in pieces
+    (``_issue_page_groups``)."""
+    if CW:
+        _issue_page_groups(k_desc, v_desc, kv_smem, kr_smem, kv_ready, page, ok, stage, PAGE, CHUNK)
+    else:
+        _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, page, ok, stage, NCHUNK, PAGE, CHUNK)
+
+
+@gluon.jit
 def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
@@ -214,11 +225,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                                             bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(2):
-            if CW:
-                _issue_page_groups(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, PAGE, CHUNK)
-            else:
-                _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, NCHUNK, PAGE,
-                               CHUNK)
+            _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK, PAGE,
+                             CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -262,12 +270,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
-                    if CW:
-                        _issue_page_groups(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
-                                           PAGE, CHUNK)
-                    else:
-                        _issue_page_at(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
-                                       NCHUNK, PAGE, CHUNK)
+                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, CW,
+                                     NCHUNK, PAGE, CHUNK)
                     lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
                                                         begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
                 _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
