@@ -36,17 +36,37 @@ MAXNREG = 128          # 16 warps x 128 = 65,536
 CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope columns + CHUNK_WAIT latent pieces with
                        # their own mbarriers, and S starts before it has landed (0: one mbarrier per page; 2 or 4;
                        # docs/perf-notes.md "H200 session 5")
+LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
+                       # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
+                       # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
+ABL = 0                # ablations for timing experiments only (wrong results): 1 = P·V never rescales O,
+                       # 2 = no shared max (each softmax warpgroup its own), 4 = no row sums, 8 = no P store
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 
 
 @gluon.jit
+def _any_ne(a, b, SW: gl.constexpr):
+    """1 in every element when ``a != b`` in any row of the warpgroup, else 0 (a ``bar.red.or`` over its 128
+    threads, named barrier 8 + SW; each thread holds two rows of the [64] row vectors)."""
+    ne = (a != b).to(gl.int32)
+    if SW == 0:
+        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
+                             "bar.red.or.pred q, 8, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
+    else:
+        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
+                             "bar.red.or.pred q, 9, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
+    return gl.inline_asm_elementwise(asm, "=r,=r,r,r", [ne], dtype=gl.int32, is_pure=False, pack=2)
+
+
+@gluon.jit
 def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
-                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem,
+                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem, fl_smem,
                  kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free, lp_ready,
                  seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
-                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr):
+                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
+                 ABL: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -106,23 +126,45 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, g, 2, TRACE)
                 sv = _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE)
-                # ---- shared running max: M(n) = max(M(n-1) from the other warpgroup, rowmax S(n)) ----
-                m_prev = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
-                if n > n0:
-                    mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
-                    m_prev = mx_smem.index(1 - SW).load(s_row)
-                mx_smem.index(SW).store(gl.maximum(m_prev, gl.max(sv, axis=1)))
-                gl.thread_barrier()
-                mbarrier.arrive(m_ready.index(SW), count=1)
-                # read back after the arrive: the exps below depend on it, so the compiler cannot schedule them
-                # before the hand-off (it did: the other warpgroup then waited for this one's exps)
-                m_new = mx_smem.index(SW).load(s_row)
+                # ---- shared running max: M(n) = max(M(n-1) from the other warpgroup, rowmax S(n)) (LAZY: M(n)
+                # stays M(n-1) unless rowmax S(n) exceeds it by more than LAZY) ----
+                rmax = gl.max(sv, axis=1)
+                if (ABL & 2) == 0:
+                    m_prev = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
+                    if n > n0:
+                        mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
+                        m_prev = mx_smem.index(1 - SW).load(s_row)
+                    if LAZY:
+                        m_set = gl.where(rmax > m_prev + LAZY, rmax, m_prev)
+                        # one bit for the whole page (all 128 threads): does any row's max move?
+                        flag = _any_ne(m_set, m_prev, SW)
+                    else:
+                        m_set = gl.maximum(m_prev, rmax)
+                    mx_smem.index(SW).store(m_set)
+                    gl.thread_barrier()
+                    mbarrier.arrive(m_ready.index(SW), count=1)
+                    # read back after the arrive: the exps below depend on it, so the compiler cannot schedule
+                    # them before the hand-off (it did: the other warpgroup then waited for this one's exps)
+                    m_new = mx_smem.index(SW).load(s_row)
+                else:
+                    m_prev = m_w
+                    m_new = gl.maximum(m_prev, rmax)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_prev - m_use)
                 p = gl.exp2(sv - m_use[:, None])
-                l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
+                if (ABL & 4) == 0:
+                    l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
+                else:
+                    l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use))
                 m_w = m_new
-                _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE)
+                if LAZY:
+                    fl_smem.index(SW).store(flag)
+                if (ABL & 8) == 0:
+                    _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE)
+                else:
+                    ax_smem.index(SW).store(alpha)
+                    gl.thread_barrier()
+                    mbarrier.arrive(p_ready.index(SW), count=1)
                 _stamp(trace_ptr, g, 3, TRACE)
             # this warpgroup's S of the chunk are done (each page ended with a thread barrier; a chunk without a
             # page for it read nothing): the other may overwrite its half of Q
@@ -165,7 +207,8 @@ def mla_decode_ws2_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr,
+    PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
+    ABL: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
@@ -178,6 +221,7 @@ def mla_decode_ws2_kernel(
     bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
     mx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # running max M(n), by n % 2
     lp_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # softmax warpgroup 1's (l, m)
+    fl_smem = gl.allocate_shared_memory(gl.int32, [2, BLOCK_M], vec_layout)     # LAZY: page rescale flag, by stage
     m_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     q_free = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
@@ -198,16 +242,18 @@ def mla_decode_ws2_kernel(
     gl.warp_specialize([
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW)),
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW)),
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
-                        lx_smem, mx_smem, lp_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
+                        lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
                         lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
+                        ABL)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
-                        lx_smem, mx_smem, lp_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
+                        lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
                         lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
+                        ABL)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

@@ -190,12 +190,15 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-           trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0):
+           trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
+           fl_smem=None, FLAG: gl.constexpr = False, ABL: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
     refills the stage two pages ahead (CW > 0: the rope columns and CW latent pieces with one mbarrier each,
-    ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``)."""
+    ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``). FLAG: the softmax side also
+    publishes ``fl_smem[stage]`` (int32, the same in every slot), 0 when every alpha of the page is exactly 1: O
+    is then not rescaled. ABL: ablation bits for timing experiments (wrong results): 1 = never rescale O."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -206,6 +209,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
+    one_layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])   # a [1] tensor every thread holds
     p_smem_layout: gl.constexpr = kr_smem.layout
 
     part = gl.program_id(2)
@@ -251,11 +255,16 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     mbarrier.wait(kv_ready.index(stage), ph)
                 mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
-                alpha = ax_smem.index(stage).load(o_row)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
-                acc = acc * alpha[:, None]
-                if SPLIT:
-                    acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
+                if FLAG:
+                    rescale = gl.max(fl_smem.index(stage).slice(0, 1).load(one_layout), axis=0) != 0
+                else:
+                    rescale = (ABL & 1) == 0
+                if rescale:
+                    alpha = ax_smem.index(stage).load(o_row)
+                    acc = acc * alpha[:, None]
+                    if SPLIT:
+                        acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
                 acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
                 if SPLIT:
