@@ -27,8 +27,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (_finish_chunk, _issue_ring_page, _next_page, _publish_p, _row_limits, _scaled_scores, _stamp,
-                        _ws_pv, _ws_shared)
+from .ws_kernel import _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -40,9 +39,6 @@ CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope column
 LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
-REFILL_SM = 1          # each softmax warpgroup drives the ring stage of its own pages (waits for both P·V warpgroups
-                       # on kv_free, refills the stage with its next page) instead of P·V warpgroup 0 refilling
-                       # both stages: the P·V warpgroups then only consume
 ABL = 0                # ablations for timing experiments only (wrong results): 1 = P·V never rescales O,
                        # 2 = no shared max (each softmax warpgroup its own), 4 = no row sums, 8 = no P store
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
@@ -65,12 +61,12 @@ def _any_ne(a, b, SW: gl.constexpr):
 @gluon.jit
 def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem, fl_smem,
-                 kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free, lp_ready, kv_free,
-                 k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                 kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free, lp_ready,
+                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 ABL: gl.constexpr, REFILL_SM: gl.constexpr):
+                 ABL: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -88,27 +84,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
     # its wgmma descriptors are computed per chunk instead of 36 of them staying live (96 registers here)
     q3 = q_smem._reinterpret(dtype, [NV, BLOCK_M, CHUNK], tile_layout)
     kv3 = kv._reinterpret(dtype, [NV, PAGE, CHUNK], tile_layout)
-
-    # REFILL_SM: load cursor of this warpgroup's pages (CTA pages SW, SW + 2, ...): issue the first, keep the
-    # block-table entry of the next one
-    lbi = begin_idx
-    ln = 0
-    ln_end = 0
-    lpage = 0
-    if REFILL_SM:
-        L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
-                                     end_seqlen)
-        lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
-                                            seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
-                                            bt_ptr, stride_bt, PAGE)
-        if SW == 1:
-            lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                                begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
-        _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, SW, CW, NV + 1, PAGE,
-                         CHUNK)
-        for _ in gl.static_range(2):
-            lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                                begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it0 = 0   # CTA page index of the chunk's first page
@@ -191,16 +166,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     gl.thread_barrier()
                     mbarrier.arrive(p_ready.index(SW), count=1)
                 _stamp(trace_ptr, g, 3, TRACE)
-                if REFILL_SM:
-                    # both P·V warpgroups done with page g -> this stage takes page g + 2
-                    mbarrier.wait(kv_free.index(SW), ph)
-                    fence_async_shared()
-                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, SW, CW, NV + 1,
-                                     PAGE, CHUNK)
-                    for _ in gl.static_range(2):
-                        lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
-                                                            begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt,
-                                                            PAGE)
             # this warpgroup's S of the chunk are done (each page ended with a thread barrier; a chunk without a
             # page for it read nothing): the other may overwrite its half of Q
             mbarrier.arrive(q_free, count=1)
@@ -243,7 +208,7 @@ def mla_decode_ws2_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-    ABL: gl.constexpr, REFILL_SM: gl.constexpr,
+    ABL: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
@@ -277,20 +242,18 @@ def mla_decode_ws2_kernel(
     gl.warp_specialize([
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL,
-                  not REFILL_SM)),
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL,
-                  not REFILL_SM)),
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
-                        lp_ready, kv_free, k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                        lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        ABL, REFILL_SM)),
+                        ABL)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
-                        lp_ready, kv_free, k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                        lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        ABL, REFILL_SM)),
+                        ABL)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

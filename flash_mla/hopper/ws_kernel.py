@@ -191,15 +191,14 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False, ABL: gl.constexpr = 0, REFILL: gl.constexpr = True):
+           fl_smem=None, FLAG: gl.constexpr = False, ABL: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
     refills the stage two pages ahead (CW > 0: the rope columns and CW latent pieces with one mbarrier each,
     ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``). FLAG: the softmax side also
     publishes ``fl_smem[stage]`` (int32, the same in every slot), 0 when every alpha of the page is exactly 1: O
-    is then not rescaled. REFILL = False: the caller's other partitions drive the TMA ring (warpgroup 0 only
-    arrives on ``kv_free`` like warpgroup 1). ABL: ablation bits for timing experiments (wrong results): 1 = never rescale O."""
+    is then not rescaled. ABL: ablation bits for timing experiments (wrong results): 1 = never rescale O."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -223,7 +222,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln = 0
     ln_end = 0
     lpage = 0
-    if (WG == 0) & REFILL:
+    if WG == 0:
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
         lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
@@ -276,7 +275,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
                 mbarrier.arrive(kv_free.index(stage), count=1)
-                if (WG == 0) & REFILL:
+                if WG == 0:
                     # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
