@@ -150,22 +150,23 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
-def test_hopper_max_jumps(lazy, dtype, monkeypatch):
-    """Scores whose running row max jumps by far more than ws2's LAZY threshold in mid-sequence (keys of some
-    pages scaled up), and drops again: the pages where the shared max moves are the only ones on which the P·V
-    warpgroups rescale O, so a lost rescale flag shows here (random scores alone move it only on the first
-    pages)."""
+@pytest.mark.parametrize("kernel", ["ws", "ws2"])
+def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
+    """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages
+    scaled up), and drops again: the pages where the max moves are the only ones on which the P·V warpgroups
+    rescale O, so a lost rescale flag shows here (random scores alone move it only on the first pages)."""
     q, kc, bt, seqlens = edge_inputs([4000, 2500, 700], 2, 128, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.ws2_kernel as W2
+    import flash_mla.hopper.ws_kernel as W
     for i, (page, f) in enumerate([(9, 6.0), (30, 14.0), (2, 5.0)]):   # [sequence i] page: key scale
         kc[bt[i, page].long()] *= f
     kc[bt[0, 40].long(), :7] *= 20.0                                     # a few keys only
     meta, splits = get_mla_metadata(seqlens, 2 * 128, 1, num_sm_parts=8)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
-    monkeypatch.setattr(W2, "LAZY", lazy)
-    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2)
+    monkeypatch.setattr(W2 if kernel == "ws2" else W, "LAZY", lazy)
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel == "ws2" else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)

@@ -27,7 +27,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared
+from .ws_kernel import (_any_ne, _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv,
+                        _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -39,23 +40,7 @@ CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope column
 LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
-ABL = 0                # ablations for timing experiments only (wrong results): 1 = P·V never rescales O,
-                       # 2 = no shared max (each softmax warpgroup its own), 4 = no row sums, 8 = no P store
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
-
-
-@gluon.jit
-def _any_ne(a, b, SW: gl.constexpr):
-    """1 in every element when ``a != b`` in any row of the warpgroup, else 0 (a ``bar.red.or`` over its 128
-    threads, named barrier 8 + SW; each thread holds two rows of the [64] row vectors)."""
-    ne = (a != b).to(gl.int32)
-    if SW == 0:
-        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
-                             "bar.red.or.pred q, 8, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
-    else:
-        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
-                             "bar.red.or.pred q, 9, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
-    return gl.inline_asm_elementwise(asm, "=r,=r,r,r", [ne], dtype=gl.int32, is_pure=False, pack=2)
 
 
 @gluon.jit
@@ -65,8 +50,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
-                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 ABL: gl.constexpr):
+                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -129,42 +113,29 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 # ---- shared running max: M(n) = max(M(n-1) from the other warpgroup, rowmax S(n)) (LAZY: M(n)
                 # stays M(n-1) unless rowmax S(n) exceeds it by more than LAZY) ----
                 rmax = gl.max(sv, axis=1)
-                if (ABL & 2) == 0:
-                    m_prev = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
-                    if n > n0:
-                        mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
-                        m_prev = mx_smem.index(1 - SW).load(s_row)
-                    if LAZY:
-                        m_set = gl.where(rmax > m_prev + LAZY, rmax, m_prev)
-                        # one bit for the whole page (all 128 threads): does any row's max move?
-                        flag = _any_ne(m_set, m_prev, SW)
-                    else:
-                        m_set = gl.maximum(m_prev, rmax)
-                    mx_smem.index(SW).store(m_set)
-                    gl.thread_barrier()
-                    mbarrier.arrive(m_ready.index(SW), count=1)
-                    # read back after the arrive: the exps below depend on it, so the compiler cannot schedule
-                    # them before the hand-off (it did: the other warpgroup then waited for this one's exps)
-                    m_new = mx_smem.index(SW).load(s_row)
+                m_prev = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
+                if n > n0:
+                    mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
+                    m_prev = mx_smem.index(1 - SW).load(s_row)
+                if LAZY:
+                    m_set = gl.where(rmax > m_prev + LAZY, rmax, m_prev)
+                    flag = _any_ne(m_set, m_prev, 8 + SW)    # one bit for the page: does any row's max move?
                 else:
-                    m_prev = m_w
-                    m_new = gl.maximum(m_prev, rmax)
+                    m_set = gl.maximum(m_prev, rmax)
+                mx_smem.index(SW).store(m_set)
+                gl.thread_barrier()
+                mbarrier.arrive(m_ready.index(SW), count=1)
+                # read back after the arrive: the exps below depend on it, so the compiler cannot schedule them
+                # before the hand-off (it did: the other warpgroup then waited for this one's exps)
+                m_new = mx_smem.index(SW).load(s_row)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_prev - m_use)
                 p = gl.exp2(sv - m_use[:, None])
-                if (ABL & 4) == 0:
-                    l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
-                else:
-                    l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use))
+                l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
                 m_w = m_new
                 if LAZY:
                     fl_smem.index(SW).store(flag)
-                if (ABL & 8) == 0:
-                    _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE)
-                else:
-                    ax_smem.index(SW).store(alpha)
-                    gl.thread_barrier()
-                    mbarrier.arrive(p_ready.index(SW), count=1)
+                _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE)
                 _stamp(trace_ptr, g, 3, TRACE)
             # this warpgroup's S of the chunk are done (each page ended with a thread barrier; a chunk without a
             # page for it read nothing): the other may overwrite its half of Q
@@ -208,7 +179,6 @@ def mla_decode_ws2_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-    ABL: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
@@ -242,18 +212,18 @@ def mla_decode_ws2_kernel(
     gl.warp_specialize([
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL)),
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
+                  fl_smem, LAZY != 0)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
-                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW, fl_smem, LAZY != 0, ABL)),
+                  k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
+                  fl_smem, LAZY != 0)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
-                        lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
-                        lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        ABL)),
+                        lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
+                        q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
-                        lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free,
-                        lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        ABL)),
+                        lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
+                        q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

@@ -33,6 +33,9 @@ from .kernel import (_issue_page_at, _issue_page_groups, _online_softmax, _part_
                      _ss_zero_v, _stage_q, _store_lse, _store_o)
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
+LAZY = 8               # the running row max moves only when a page's row max exceeds it by more than LAZY (log2
+                       # units; P <= 2^LAZY): alpha is then exactly 1 on almost every page, and a per-page flag
+                       # lets the P.V warpgroups skip the O rescale; 0: exact running max, rescale every page
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the partitions' setmaxnreg values
@@ -78,6 +81,22 @@ def _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE: gl.constexpr):
 
 
 @gluon.jit
+def _any_ne(a, b, BAR: gl.constexpr):
+    """1 in every element when ``a != b`` in any row of the warpgroup, else 0: ``bar.red.or`` over its 128 threads
+    on named barrier ``BAR`` (8 or 9; Triton's partitions use 0-4). ``a``, ``b``: [64] row vectors of the S
+    accumulator layout (two rows per thread)."""
+    ne = (a != b).to(gl.int32)
+    if BAR == 8:
+        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
+                             "bar.red.or.pred q, 8, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
+    else:
+        gl.static_assert(BAR == 9, "named barrier 8 or 9")
+        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
+                             "bar.red.or.pred q, 9, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
+    return gl.inline_asm_elementwise(asm, "=r,=r,r,r", [ne], dtype=gl.int32, is_pure=False, pack=2)
+
+
+@gluon.jit
 def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.constexpr):
     """alpha and P (in the cache dtype, over the page's rope slot: its Q K^T is done) to the P.V warpgroups."""
     ax_slot.store(alpha)
@@ -109,7 +128,8 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
-                DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+                DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, fl_smem,
+                LAZY: gl.constexpr):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -146,7 +166,12 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 _stamp(trace_ptr, it, 2, TRACE)
                 # ---- online softmax (base 2); keys j < lim are visible ----
                 sv = _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE)
-                m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
+                if LAZY:
+                    m_prev = m_i
+                    m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i, LAZY)
+                    fl_smem.index(stage).store(_any_ne(m_i, m_prev, 8))
+                else:
+                    m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
                 _publish_p(p, alpha, ax_smem.index(stage), kr, p_ready.index(stage), BLOCK_M, PAGE)
                 _stamp(trace_ptr, it, 3, TRACE)
                 it += 1
@@ -191,14 +216,14 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False, ABL: gl.constexpr = 0):
+           fl_smem=None, FLAG: gl.constexpr = False):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
     refills the stage two pages ahead (CW > 0: the rope columns and CW latent pieces with one mbarrier each,
     ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``). FLAG: the softmax side also
     publishes ``fl_smem[stage]`` (int32, the same in every slot), 0 when every alpha of the page is exactly 1: O
-    is then not rescaled. ABL: ablation bits for timing experiments (wrong results): 1 = never rescale O."""
+    is then not rescaled."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -256,10 +281,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
-                if FLAG:
+                rescale = True
+                if FLAG:   # the [1] slice every thread loads reduces to a scalar without any exchange
                     rescale = gl.max(fl_smem.index(stage).slice(0, 1).load(one_layout), axis=0) != 0
-                else:
-                    rescale = (ABL & 1) == 0
                 if rescale:
                     alpha = ax_smem.index(stage).load(o_row)
                     acc = acc * alpha[:, None]
@@ -343,12 +367,13 @@ def mla_decode_ws_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, TRACE: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
      kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV)
+    fl_smem = gl.allocate_shared_memory(gl.int32, [2, BLOCK_M], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     fence_async_shared()
 
     gl.warp_specialize([
@@ -356,13 +381,14 @@ def mla_decode_ws_kernel(
                        q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                       sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
+                       fl_smem, LAZY)),
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0)),
     ], [4, 4], [PV_REGS, PV_REGS])
