@@ -187,18 +187,14 @@ def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, be
                bt_ptr, stride_bt, PAGE: gl.constexpr):
     """The CTA's page after page ``n`` of chunk ``bi`` (pages run over the part's chunks in order; chunks with
     no keys have none) and its block-table entry. Returns (bi, n, n_end, page); ``n >= n_end`` (page 0) when
-    there is none. ``page`` is a [4] tensor holding the entry in element 0 and zeros (``gl.max(page, axis=0)``
-    is the entry): loaded as a scalar (a uniform value), ptxas moved it into a uniform register right after the
-    load, so the refill path stalled on the global load there (ncu: ~4 % of P.V warpgroup 0's stall samples);
-    a lane-dependent value stays in a vector register until its use at the next refill."""
+    there is none."""
     n += 1
     while (n >= n_end) & (bi < end_idx):
         bi += 1
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         n = start // PAGE
         n_end = (end + PAGE - 1) // PAGE
-    idx = gl.arange(0, 4, layout=gl.BlockedLayout([1], [32], [4], [0]))
-    page = gl.load(bt_ptr + bi.to(gl.int64) * stride_bt + n + idx, mask=(idx == 0) & (n < n_end), other=0)
+    page = gl.load(bt_ptr + bi.to(gl.int64) * stride_bt + n, mask=n < n_end, other=0)
     return bi, n, n_end, page
 
 
@@ -250,7 +246,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     lbi = begin_idx
     ln = 0
     ln_end = 0
-    lpage = gl.zeros([4], gl.int32, layout=one_layout)
+    lpage = 0
     if WG == 0:
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
@@ -258,8 +254,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                                             bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(2):
-            _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, gl.max(lpage, axis=0), ln < ln_end, j, CW,
-                             NCHUNK, PAGE, CHUNK)
+            _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK, PAGE,
+                             CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -307,8 +303,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
-                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, gl.max(lpage, axis=0), ln < ln_end,
-                                     stage, CW, NCHUNK, PAGE, CHUNK)
+                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, CW,
+                                     NCHUNK, PAGE, CHUNK)
                     lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
                                                         begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
                 _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
