@@ -40,7 +40,6 @@ CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope column
 LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
-P_REG = 0              # experiment: P·V reads P into registers 16 keys at a time (RS wgmma) instead of SS
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 
 
@@ -180,7 +179,6 @@ def mla_decode_ws2_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-    P_REG: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
@@ -215,11 +213,11 @@ def mla_decode_ws2_kernel(
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, P_REG)),
+                  fl_smem, LAZY != 0)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, P_REG)),
+                  fl_smem, LAZY != 0)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,

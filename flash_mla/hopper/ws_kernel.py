@@ -216,7 +216,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False, P_REG: gl.constexpr = False):
+           fl_smem=None, FLAG: gl.constexpr = False):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -290,25 +290,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     if SPLIT:
                         acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                if P_REG:
-                    # P from registers, 16 keys at a time (ldmatrix once for both halves: SS would read P from
-                    # shared memory for each); at most two k-steps in flight bounds the live P registers
-                    gl.static_assert(SPLIT, "P_REG: two m64n128 accumulators")
-                    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-                    for kk in gl.static_range(PAGE // 16):
-                        p_k = p_smem.slice(kk * 16, 16, dim=1).load(a_layout)
-                        v_k = kv.slice(kk * 16, 16, dim=0)
-                        acc = warpgroup_mma(p_k, v_k.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                        acc1 = warpgroup_mma(p_k, v_k.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=2, deps=(acc, acc1))
+                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
+                if SPLIT:
+                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
                 else:
-                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                    if SPLIT:
-                        acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                    else:
-                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
                 mbarrier.arrive(kv_free.index(stage), count=1)
