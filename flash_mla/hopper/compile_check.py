@@ -68,8 +68,7 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The two-softmax-warpgroup kernel (``ws2_kernel``): 2 softmax + 2 P.V partitions of 4 warps."""
     from . import ws2_kernel as W2
     consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
-              "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY), "HR": int(W2.HR),
-              **overrides}
+              "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY), **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG},
                     v_box=v_box)

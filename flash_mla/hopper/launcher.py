@@ -134,7 +134,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
-        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT), LAZY=int(W2.LAZY), HR=int(W2.HR),
+        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT), LAZY=int(W2.LAZY),
                        TRACE=W2.TRACE_BUF is not None, num_warps=W2.NUM_WARPS, maxnreg=W2.MAXNREG)
     elif cfg == PAIR:
         launch = _launch_pair

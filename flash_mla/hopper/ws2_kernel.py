@@ -40,7 +40,6 @@ CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope column
 LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
-HR = 0                 # experiment: half refills (ws_kernel._ws_pv HR; needs CHUNK_WAIT = 2)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 
 
@@ -51,8 +50,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
-                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 HR: gl.constexpr):
+                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -99,30 +97,16 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 _stamp(trace_ptr, g, 0, TRACE)
                 # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
                 # starts on the rope piece and waits for each latent piece just before its first chunk
-                if HR:
-                    # latent halves first (half 0 is refilled first, right after P·V warpgroup 0), rope last
-                    mbarrier.wait(kv_ready.index(3 * SW + 1), ph)
-                    _stamp(trace_ptr, g, 1, TRACE)
-                    s = warpgroup_mma(q3.index(0), kv3.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
+                mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)     # (CW = 0: the page's one mbarrier)
+                _stamp(trace_ptr, g, 1, TRACE)
+                s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, use_acc=False, is_async=True)
+                s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))     # (does not wait: one group in flight)
+                for ch in range(NV):
+                    if CW:
+                        if ch % (NV // CW) == 0:
+                            mbarrier.wait(kv_ready.index((CW + 1) * SW + 1 + ch // (NV // CW)), ph)
+                    s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
-                    for ch in range(1, NV):
-                        if ch == NV // 2:
-                            mbarrier.wait(kv_ready.index(3 * SW + 2), ph)
-                        s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
-                        s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
-                    mbarrier.wait(kv_ready.index(3 * SW), ph)
-                    s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
-                else:
-                    mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)     # (CW = 0: the page's one mbarrier)
-                    _stamp(trace_ptr, g, 1, TRACE)
-                    s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, use_acc=False, is_async=True)
-                    s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))     # (does not wait: one group in flight)
-                    for ch in range(NV):
-                        if CW:
-                            if ch % (NV // CW) == 0:
-                                mbarrier.wait(kv_ready.index((CW + 1) * SW + 1 + ch // (NV // CW)), ph)
-                        s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
-                        s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, g, 2, TRACE)
                 sv = _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE)
@@ -195,7 +179,6 @@ def mla_decode_ws2_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-    HR: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
@@ -213,10 +196,8 @@ def mla_decode_ws2_kernel(
     q_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     q_free = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     lp_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
-    pv_done = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)   # HR: P·V warpgroup 0 done, by stage
     for i in gl.static_range(2):
         mbarrier.init(m_ready.index(i), count=1)
-        mbarrier.init(pv_done.index(i), count=1)
     mbarrier.init(q_ready, count=2)
     mbarrier.init(q_free, count=2)
     mbarrier.init(lp_ready, count=1)
@@ -232,19 +213,17 @@ def mla_decode_ws2_kernel(
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, pv_done, HR)),
+                  fl_smem, LAZY != 0)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, pv_done, HR)),
+                  fl_smem, LAZY != 0)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        HR)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        HR)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

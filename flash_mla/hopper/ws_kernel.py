@@ -29,7 +29,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .kernel import (_issue_page_at, _issue_page_groups, _issue_piece, _online_softmax, _part_meta, _split_slot, _ss_chunk,
+from .kernel import (_issue_page_at, _issue_page_groups, _online_softmax, _part_meta, _split_slot, _ss_chunk,
                      _ss_zero_v, _stage_q, _store_lse, _store_o)
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
@@ -216,17 +216,14 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False, pv_done=None, HR: gl.constexpr = False):
+           fl_smem=None, FLAG: gl.constexpr = False):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
     refills the stage two pages ahead (CW > 0: the rope columns and CW latent pieces with one mbarrier each,
     ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``). FLAG: the softmax side also
     publishes ``fl_smem[stage]`` (int32, the same in every slot), 0 when every alpha of the page is exactly 1: O
-    is then not rescaled. HR (CW = 2): each warpgroup refills the pieces it frees as soon as its own P.V is done
-    — warpgroup 0 the latent half 0, warpgroup 1 (which starts its P.V only after warpgroup 0's, ``pv_done``)
-    the latent half 1 and the rope slot (P) — so half 0 of the next page is issued about one half-P.V earlier
-    (the softmax side then runs S over the latent halves first, the rope last)."""
+    is then not rescaled."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -250,16 +247,15 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln = 0
     ln_end = 0
     lpage = 0
-    if (WG == 0) | HR:   # (HR: both warpgroups walk the pages; warpgroup 0 issues the first two)
+    if WG == 0:
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
         lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                                             bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(2):
-            if WG == 0:
-                _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK,
-                                 PAGE, CHUNK)
+            _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK, PAGE,
+                             CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -294,8 +290,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     if SPLIT:
                         acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                if HR & (WG == 1):
-                    mbarrier.wait(pv_done.index(stage), ph)     # warpgroup 0's P.V of this page is complete
                 acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
                 if SPLIT:
                     acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
@@ -304,23 +298,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 gl.thread_barrier()
-                if HR:
-                    gl.static_assert(CW == 2, "HR: pieces rope, latent half 0, latent half 1")
-                    fence_async_shared()
-                    if WG == 0:
-                        mbarrier.arrive(pv_done.index(stage), count=1)
-                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1,
-                                     PAGE, CHUNK)
-                    else:
-                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2,
-                                     PAGE, CHUNK)
-                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 0,
-                                     PAGE, CHUNK)
-                    lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
-                                                        begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
-                else:
-                    mbarrier.arrive(kv_free.index(stage), count=1)
-                if (WG == 0) & (not HR):
+                mbarrier.arrive(kv_free.index(stage), count=1)
+                if WG == 0:
                     # both P.V done with this stage -> refill it, then look up the page after
                     mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
