@@ -183,15 +183,14 @@ def mla_decode_ws2_kernel(
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
-    # the ws kernel's shared memory (Q, 2-stage ring, alpha, 1/l, ring / P / 1/l barriers) + the hand-offs
+    # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
-    (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
+    (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
      kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV)
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
     mx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # running max M(n), by n % 2
     lp_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # softmax warpgroup 1's (l, m)
-    fl_smem = gl.allocate_shared_memory(gl.int32, [2, BLOCK_M], vec_layout)     # LAZY: page rescale flag, by stage
     m_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     q_free = gl.allocate_shared_memory(gl.int64, [1], bar_layout)

@@ -328,8 +328,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
 @gluon.jit
 def _ws_shared(k_desc, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr):
     """Shared memory of the ws kernels, barriers initialised (the caller fences): Q 72 KB + 2 x 72 KB page ring
-    (P aliased on each stage's rope slot), alpha per ring stage, 1/l per chunk parity; mbarriers kv_ready,
-    kv_free (both P.V warpgroups), p_ready, l_ready, l_free (both P.V warpgroups), two of each."""
+    (P aliased on each stage's rope slot), alpha and the LAZY rescale flag per ring stage, 1/l per chunk parity;
+    mbarriers kv_ready, kv_free (both P.V warpgroups), p_ready, l_ready, l_free (both P.V warpgroups), two of each."""
     dtype: gl.constexpr = k_desc.dtype
     smem_layout: gl.constexpr = k_desc.layout
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
@@ -339,6 +339,7 @@ def _ws_shared(k_desc, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexp
     kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
     ax_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)
     lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)
+    fl_smem = gl.allocate_shared_memory(gl.int32, [2, BLOCK_M], vec_layout)
     kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -350,7 +351,8 @@ def _ws_shared(k_desc, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexp
         mbarrier.init(p_ready.index(i), count=1)
         mbarrier.init(l_ready.index(i), count=1)
         mbarrier.init(l_free.index(i), count=2)
-    return q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free
+    return (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem, kv_ready, kv_free, p_ready, l_ready,
+            l_free)
 
 
 @gluon.jit
@@ -371,9 +373,8 @@ def mla_decode_ws_kernel(
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
-    (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
+    (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
      kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV)
-    fl_smem = gl.allocate_shared_memory(gl.int32, [2, BLOCK_M], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     fence_async_shared()
 
     gl.warp_specialize([
