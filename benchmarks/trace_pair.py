@@ -8,22 +8,15 @@ to warpgroup 0's pair start.
 """
 import sys
 
-import torch
-
 import flash_mla.hopper.launcher as hl
 import flash_mla.hopper.pair_kernel as P
-from flash_mla.bench import Config, decode_call
+from trace_ws import traced_run      # (benchmarks/ is on sys.path when this script runs)
 
 
 def main():
     s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
     hl.CONFIG_OVERRIDE = hl.PAIR
-    P.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
-    fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
-    for _ in range(4):
-        fn()
-    torch.cuda.synchronize()
-    t = P.TRACE_BUF.view(256, 16).cpu().long()
+    t = traced_run(P, s_k, h_q, s_q, varlen)
     n = int((t[:, 6] > 0).sum())
     print(f"s_k={s_k} h_q={h_q} s_q={s_q}: {n} pairs traced (CTA 0)")
     ev0 = [0, 1, 2, 3, 4, 5, 6]

@@ -12,6 +12,18 @@ import flash_mla.hopper.ws_kernel as W
 from flash_mla.bench import Config, decode_call
 
 
+def traced_run(mod, s_k, h_q, s_q, varlen):
+    """Run one benchmark config a few times with ``mod.TRACE_BUF`` set (the kernel module whose stamps are
+    wanted; the caller forces that kernel through ``launcher.CONFIG_OVERRIDE``) and return the stamps of the last
+    call as a [256, 16] int64 CPU tensor."""
+    mod.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
+    fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
+    for _ in range(4):
+        fn()
+    torch.cuda.synchronize()
+    return mod.TRACE_BUF.view(256, 16).cpu().long()
+
+
 def main():
     s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
     import flash_mla.hopper.launcher as hl
@@ -21,12 +33,7 @@ def main():
     hl.CONFIG_OVERRIDE, mod = (hl.WS2, W2) if kernel == "ws2" else (hl.WS, W)
     for k, v in opts.items():
         setattr(mod, k, int(v))
-    mod.TRACE_BUF = torch.zeros(256 * 16, dtype=torch.int64, device="cuda")
-    fn, _, _ = decode_call(Config(s_k, h_q, s_q, bool(varlen)), torch.bfloat16, "cuda")
-    for _ in range(4):
-        fn()
-    torch.cuda.synchronize()
-    t = mod.TRACE_BUF.view(256, 16).cpu().long()
+    t = traced_run(mod, s_k, h_q, s_q, varlen)
     n_pages = int((t[:, 1] > 0).sum())
     print(f"s_k={s_k} h_q={h_q} s_q={s_q}: {n_pages} pages traced (CTA 0)")
     base = int(t[2, 1])
