@@ -124,7 +124,8 @@ _MODULE_DEFAULTS = {}   # (kernel kind, constant) -> its value before the first 
 
 def set_cfg(cfg):
     """A launcher config, or ``"ws:NAME=V,..."`` / ``"pair:NAME=V,..."``: that kernel with module constants of
-    ws_kernel / pair_kernel overridden (e.g. ``ws:PV_REGS=184``); None restores the defaults."""
+    ws_kernel / pair_kernel overridden (e.g. ``ws:PV_REGS=184``); ``"auto:NAME=V,..."``: the constant set in both
+    ws_kernel and ws2_kernel, the launcher's own choice of kernel; None restores the defaults."""
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.pair_kernel as P
     import flash_mla.hopper.ws_kernel as W
@@ -137,12 +138,13 @@ def set_cfg(cfg):
     for (mk, k), v in _MODULE_DEFAULTS.items():
         setattr(mods[mk][0], k, v)
     if kind:
-        mod = mods[kind][0]
-        for kv in cfg.split(":", 1)[1].split(","):
-            k, v = kv.split("=")
-            _MODULE_DEFAULTS.setdefault((kind, k), getattr(mod, k))
-            setattr(mod, k, int(v))
-        cfg = mods[kind][1]
+        for mk in (("ws", "ws2") if kind == "auto" else (kind,)):
+            mod = mods[mk][0]
+            for kv in cfg.split(":", 1)[1].split(","):
+                k, v = kv.split("=")
+                _MODULE_DEFAULTS.setdefault((mk, k), getattr(mod, k))
+                setattr(mod, k, int(v))
+        cfg = None if kind == "auto" else mods[kind][1]
     hl.CONFIG_OVERRIDE = cfg
 
 
@@ -213,7 +215,7 @@ if __name__ == "__main__":
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
     import flash_mla.hopper.launcher as _hl
     _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "ws2": _hl.WS2, "pair": _hl.PAIR, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
-    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:", "ws2:")) else tuple(bool(int(x)) for x in c.split(",")))
+    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:", "ws2:", "auto:")) else tuple(bool(int(x)) for x in c.split(",")))
             for c in args.cfgs.split(";") if c] or [None]
     res = []
     if not args.no_check:

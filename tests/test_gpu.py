@@ -170,3 +170,42 @@ def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel == "ws2" else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)
+
+
+@pytest.mark.parametrize("fuse", [2, 1, 0])
+@pytest.mark.parametrize("kernel", ["ws", "ws2"])
+@pytest.mark.parametrize("lens,s_q,h_q,dtype,causal,parts", [
+    ([5000, 3000, 65, 4097, 0, 64], 1, 32, torch.bfloat16, False, 24),   # 2-3 pieces a sequence, empty one
+    ([20000, 64, 0, 3000], 2, 64, torch.float16, True, 16),               # one sequence in ~12 pieces
+    ([4096, 1000, 7000, 129], 2, 128, torch.bfloat16, True, 32),          # four row tiles, splits
+], ids=["2-3-pieces", "many-pieces-fp16", "h128-4-tiles"])
+def test_hopper_fused_merge(kernel, fuse, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
+    """Split pieces merged inside the kernel (ws_kernel.FUSE 1: by the warpgroups that finish a sequence's last
+    piece; 2: also each CTA's last sequence first) or by the combine kernel (0): correct, bit-identical from call
+    to call, every split counter back at zero after the call, and FUSE 1 and 2 give the same bits (the merge runs
+    in split order whoever finishes last)."""
+    q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
+    if resolve_backend(q, kc, 512) != "hopper":
+        pytest.skip("needs the Hopper backend")
+    import flash_mla.hopper.launcher as hl
+    import flash_mla.hopper.ws2_kernel as W2
+    import flash_mla.hopper.ws_kernel as W
+    meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
+    assert int(splits[-1]) > len(lens)      # some sequences are split
+    ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel == "ws2" else hl.WS)
+    mod = W2 if kernel == "ws2" else W
+    outs = []
+    for f in ([fuse, 3 - fuse] if fuse else [fuse]):
+        monkeypatch.setattr(mod, "FUSE", f)
+        for _ in range(2):
+            outs.append(flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal,
+                                               backend="hopper"))
+        torch.cuda.synchronize()
+        if f:
+            counters = hl.split_counters(q.device, 0)
+            assert not counters.any(), "split counters not reset"
+    out, lse = outs[0]
+    assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)
+    for o2, l2 in outs[1:]:
+        assert torch.equal(out, o2) and torch.equal(lse, l2), f"{kernel} FUSE={fuse} is not deterministic"

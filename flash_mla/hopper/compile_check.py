@@ -34,7 +34,7 @@ def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD
         "lacc_ptr": "*fp32", "stride_lacc_b": "i64",
         "sm_scale_log2": "fp32",
         "R": "i32", "H_Q": "i32", "S_Q": "i32",
-        "trace_ptr": "*i64",
+        "trace_ptr": "*i64", "cnt_ptr": "*i32",
     }
     return {name: types.get(name, "constexpr") for name in kernel.arg_names}
 
@@ -59,16 +59,17 @@ def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = Tr
 def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
-    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS,
-              "LAZY": int(W.LAZY), **overrides}
+    consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS,
+              "LAZY": int(W.LAZY), "FUSE": int(W.FUSE), **overrides}
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
 def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The two-softmax-warpgroup kernel (``ws2_kernel``): 2 softmax + 2 P.V partitions of 4 warps."""
     from . import ws2_kernel as W2
-    consts = {"TRACE": False, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
-              "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY), **overrides}
+    consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
+              "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY), "FUSE": int(W2.FUSE),
+              **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG},
                     v_box=v_box)
@@ -77,7 +78,7 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The paired two-warpgroup kernel (``pair_kernel``)."""
     from . import pair_kernel as P
-    consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "TRACE": False, **overrides}
+    consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "TRACE": 0, **overrides}
     return _compile(P.mla_decode_pair_kernel, dtype_str, consts, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
 
 
