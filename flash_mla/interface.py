@@ -183,9 +183,8 @@ def _mla_decode_impl(
     args = (q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits, softmax_scale, causal,
             out, lse)
     if backend == "hopper" and _hopper().tma_aligned(k_cache):
-        # h_kv == 1: the kernel takes the workspace without its head dim; it may merge the splits itself
-        if _hopper().mla_decode_hopper(*args, o_accum[:, 0], lse_accum[:, 0]):
-            return out, lse
+        # h_kv == 1: the kernel takes the workspace without its head dim
+        _hopper().mla_decode_hopper(*args, o_accum[:, 0], lse_accum[:, 0])
     else:
         mla_decode_triton(*args, o_accum, lse_accum)
     combine_splits(num_splits, o_accum, lse_accum, out, lse)

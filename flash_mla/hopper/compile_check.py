@@ -34,7 +34,7 @@ def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD
         "lacc_ptr": "*fp32", "stride_lacc_b": "i64",
         "sm_scale_log2": "fp32",
         "R": "i32", "H_Q": "i32", "S_Q": "i32",
-        "trace_ptr": "*i64", "cnt_ptr": "*i32",
+        "trace_ptr": "*i64",
     }
     return {name: types.get(name, "constexpr") for name in kernel.arg_names}
 
@@ -60,7 +60,7 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS,
-              "LAZY": int(W.LAZY), "FUSE": int(W.FUSE), **overrides}
+              "LAZY": int(W.LAZY), **overrides}
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
@@ -68,8 +68,7 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The two-softmax-warpgroup kernel (``ws2_kernel``): 2 softmax + 2 P.V partitions of 4 warps."""
     from . import ws2_kernel as W2
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
-              "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY), "FUSE": int(W2.FUSE),
-              **overrides}
+              "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY), **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG},
                     v_box=v_box)

@@ -103,46 +103,20 @@ _launch_pair = CachedKernel(P.mla_decode_pair_kernel)
 _launch_ws2 = CachedKernel(W2.mla_decode_ws2_kernel)
 
 
-_COUNTERS = {}     # (device index, stream) -> int32 split-piece counters of the fused merge (zero between calls)
-_RETIRED = []      # counter buffers replaced by larger ones: kept alive for CUDA graphs that captured them
-
-
-def split_counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed int32 counters for ``FUSE`` (``ws_kernel._merge_if_last``): one per (sequence, row tile, P.V
-    warpgroup). The kernel returns each to zero when it merges that sequence, so one buffer serves every call on
-    a stream (calls on one stream run in order); calls on different streams get different buffers. Calls captured
-    in CUDA graphs share one buffer per device: replays of graphs that overlap in time on different streams
-    would race on it."""
-    from triton.runtime import driver
-    if torch.cuda.is_current_stream_capturing():
-        key = (device.index, "graphs")
-    else:
-        key = (device.index, driver.active.get_current_stream(device.index))
-    buf = _COUNTERS.get(key)
-    if buf is None or buf.numel() < n:
-        if buf is not None:
-            _RETIRED.append(buf)
-        buf = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
-        _COUNTERS[key] = buf
-    return buf
-
-
-def _extra_args(launch, dummy, counters):
-    """The trace buffer (diagnostics; ``dummy`` when tracing is off) and split counters of the kernels that take
-    them."""
+def _trace_arg(launch, dummy):
+    """The trace buffer argument of the kernels that take one (diagnostics; ``dummy`` when tracing is off)."""
     if launch is _launch_ws:
-        return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy, counters)
+        return (W.TRACE_BUF if W.TRACE_BUF is not None else dummy,)
     if launch is _launch_pair:
         return (P.TRACE_BUF if P.TRACE_BUF is not None else dummy,)
     if launch is _launch_ws2:
-        return (W2.TRACE_BUF if W2.TRACE_BUF is not None else dummy, counters)
+        return (W2.TRACE_BUF if W2.TRACE_BUF is not None else dummy,)
     return ()
 
 
 def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, num_splits,
-                      softmax_scale: float, causal: bool, out, lse, o_accum, lse_accum) -> bool:
-    """Split-KV MLA decode on Hopper; see ``kernel.py``. Launches on the current stream of q's device. Returns
-    whether the kernel merged the split pieces itself (``FUSE``); if not, the caller runs the combine."""
+                      softmax_scale: float, causal: bool, out, lse, o_accum, lse_accum) -> None:
+    """Split-KV MLA decode on Hopper; see ``kernel.py``. Launches on the current stream of q's device."""
     b, s_q, h_q, d = q.shape
     rows = s_q * h_q
     num_parts = tile_scheduler_metadata.shape[0]
@@ -154,16 +128,13 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     elif cfg == WS2 and W2.CHUNK_WAIT:
         v_box //= W2.CHUNK_WAIT
     k_desc, v_desc = make_descriptors(k_cache, v_box)
-    fuse = 0
     if cfg == WS:
         launch = _launch_ws
-        fuse = int(W.FUSE)
-        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), FUSE=fuse, TRACE=W.TRACE_MODE if W.TRACE_BUF is not None else 0,
+        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), TRACE=W.TRACE_MODE if W.TRACE_BUF is not None else 0,
                        num_warps=W.NUM_WARPS, maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
-        fuse = int(W2.FUSE)
-        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT), LAZY=int(W2.LAZY), FUSE=fuse,
+        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT), LAZY=int(W2.LAZY),
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG)
     elif cfg == PAIR:
@@ -182,7 +153,6 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
            bool(causal), cfg, tuple(variant.items()), alignment_key(q, block_table, cache_seqlens,
                                                                      tile_scheduler_metadata, num_splits))
     with device_guard(q.device):
-        counters = split_counters(q.device, b * grid[0] * 2) if fuse else lse_accum
         launch(key, grid,
                q, q.stride(0), q.stride(1), q.stride(2),
                k_desc, v_desc,
@@ -193,8 +163,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                lse_accum, lse_accum.stride(0),
                float(softmax_scale) * K.LOG2E,
                rows, h_q, s_q,
-               *(_extra_args(launch, lse_accum, counters)),
+               *(_trace_arg(launch, lse_accum)),
                CAUSAL=bool(causal) and s_q > 1,
                BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
                **variant)
-    return bool(fuse)

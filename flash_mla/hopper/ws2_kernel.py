@@ -27,7 +27,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (_any_ne, _chunk_bi, _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv,
+from .ws_kernel import (_any_ne, _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv,
                         _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
@@ -40,7 +40,6 @@ CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope column
 LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
-FUSE = 2               # split merge in the kernel and chunk order, as ws_kernel.FUSE
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -52,8 +51,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
-                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 FUSE: gl.constexpr):
+                 CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -75,8 +73,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it0 = 0   # CTA page index of the chunk's first page
     c = 0     # chunks with work
-    for j in range(begin_idx, end_idx + 1):
-        bi = _chunk_bi(j, begin_idx, end_idx, FUSE)
+    for bi in range(begin_idx, end_idx + 1):
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
@@ -164,7 +161,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 l_i = (gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_fu))
                        + gl.where(m_o == float("-inf"), 0.0, l_o * gl.exp2(m_o - m_fu)))
                 _finish_chunk(m_fu, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_smem, l_ready,
-                              l_free, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q, FUSE)
+                              l_free, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
             c += 1
 
 
@@ -179,11 +176,11 @@ def mla_decode_ws2_kernel(
     lacc_ptr, stride_lacc_b,
     sm_scale_log2,
     R, H_Q, S_Q,
-    trace_ptr, cnt_ptr,
+    trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-    FUSE: gl.constexpr, num_warps: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
@@ -216,19 +213,17 @@ def mla_decode_ws2_kernel(
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, FUSE, cnt_ptr, lacc_ptr, stride_lacc_b, lse_ptr, H_Q, S_Q)),
+                  fl_smem, LAZY != 0)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, FUSE, cnt_ptr, lacc_ptr, stride_lacc_b, lse_ptr, H_Q, S_Q)),
+                  fl_smem, LAZY != 0)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        FUSE)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
-                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        FUSE)),
+                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

@@ -36,9 +36,6 @@ NUM_WARPS = 4          # default partition = the softmax warpgroup
 LAZY = 8               # the running row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY): alpha is then exactly 1 on almost every page, and a per-page flag
                        # lets the P.V warpgroups skip the O rescale; 0: exact running max, rescale every page
-FUSE = 2               # split merge: 0 by the combine kernel; 1 in this kernel, by the warpgroups that finish a split
-                       # sequence's last piece (``_merge_if_last``); 2 also visits each CTA's last sequence first, so
-                       # that the pieces of a split sequence are computed (and merged, from L2) early in the kernel
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
@@ -77,92 +74,6 @@ def _cta_stamp(trace_ptr, slot, value, TRACE: gl.constexpr):
             gl.store(base, ns)
             gl.store(base + 1, clk)
             gl.store(base + 2, z.to(gl.int64) + value)
-
-
-@gluon.jit
-def _chunk_bi(j, begin_idx, end_idx, FUSE: gl.constexpr):
-    """Sequence of the CTA's j-th chunk (j = begin_idx .. end_idx). FUSE == 2: the last sequence first, then
-    begin_idx .. end_idx - 1, so that both split pieces a part can hold (its first and last) come first."""
-    if FUSE == 2:
-        bi = gl.where(j == begin_idx, end_idx, j - 1)
-    else:
-        bi = j
-    return bi
-
-
-@gluon.jit
-def _fence_gpu():
-    """``fence.acq_rel.gpu`` in every thread (orders its global stores before a later gpu-scope atomic)."""
-    lay: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-    z = gl.full([1], 0, gl.int32, layout=lay)
-    gl.inline_asm_elementwise("fence.acq_rel.gpu; mov.u32 $0, 0;", "=r,r", [z], dtype=gl.int32, is_pure=False,
-                              pack=1)
-
-
-@gluon.jit
-def _merge_if_last(WG: gl.constexpr, bi, m0, R, H_Q, S_Q, num_splits_ptr, cnt_ptr, oacc_ptr, stride_oacc_b,
-                   stride_oacc_r, lacc_ptr, stride_lacc_b, out_ptr, lse_ptr,
-                   BLOCK_M: gl.constexpr, DV: gl.constexpr, HALF: gl.constexpr):
-    """Fused split merge (FUSE): this warpgroup has stored its half of a split piece's normalised O (and the
-    softmax side the piece's lse, before ``l_ready``). Count the pieces of (sequence ``bi``, row tile, half) done
-    in ``cnt_ptr`` (int32, zero between calls); the warpgroup that finishes the last piece resets the counter and
-    merges them (``_merge_pieces``)."""
-    _fence_gpu()
-    gl.thread_barrier()
-    split0 = gl.load(num_splits_ptr + bi)
-    n = gl.load(num_splits_ptr + bi + 1) - split0
-    cnt = cnt_ptr + (bi * gl.num_programs(0) + gl.program_id(0)) * 2 + WG
-    old = gl.atomic_add(cnt, 1, sem="acq_rel", scope="gpu")
-    if old == n - 1:
-        gl.store(cnt, 0)
-        _merge_pieces(WG, bi, m0, R, H_Q, S_Q, split0, n, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr,
-                      stride_lacc_b, out_ptr, lse_ptr, BLOCK_M, DV, HALF)
-
-
-@gluon.jit(noinline=True)
-def _merge_pieces(WG: gl.constexpr, bi, m0, R, H_Q, S_Q, split0, n, oacc_ptr, stride_oacc_b, stride_oacc_r,
-                  lacc_ptr, stride_lacc_b, out_ptr, lse_ptr,
-                  BLOCK_M: gl.constexpr, DV: gl.constexpr, HALF: gl.constexpr):
-    """The ``n`` pieces (workspace slots ``split0 ..``) of sequence ``bi``'s rows ``m0 ..`` merged in split order
-    — the result does not depend on which piece finished last — into ``out`` (q dtype; this warpgroup's half of
-    the columns) and, warpgroup 0, ``lse``, as ``combine._mla_combine_kernel`` does. Not inlined: its registers
-    are taken only when it runs, not from the P.V loop around the call."""
-    lay: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [4, 1], [1, 0])   # [64, 64] fp32, 32 per thread
-    row_l: gl.constexpr = gl.SliceLayout(1, lay)
-    col_l: gl.constexpr = gl.SliceLayout(0, lay)
-    rows = m0 + gl.arange(0, BLOCK_M, layout=row_l)
-    row_ok = rows < R
-    lse_rows = lacc_ptr + rows
-    # pass 1: max and sum of exp of the pieces' lse (natural log; -inf for a row that saw no key)
-    m = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=row_l)
-    for i in range(n):
-        li = gl.load(lse_rows + (split0 + i).to(gl.int64) * stride_lacc_b, mask=row_ok, other=float("-inf"),
-                     cache_modifier=".cg")
-        m = gl.maximum(m, li)
-    m_use = gl.where(m == float("-inf"), 0.0, m)
-    total = gl.zeros([BLOCK_M], gl.float32, layout=row_l)
-    for i in range(n):
-        li = gl.load(lse_rows + (split0 + i).to(gl.int64) * stride_lacc_b, mask=row_ok, other=float("-inf"),
-                     cache_modifier=".cg")
-        total += gl.exp(li - m_use)
-    seen = total > 0.0
-    lse = gl.where(seen, m_use + gl.log(gl.where(seen, total, 1.0)), float("inf"))
-    # pass 2: weighted sum of the pieces' O, 64 columns at a time
-    o_rows = oacc_ptr + rows.to(gl.int64)[:, None] * stride_oacc_r
-    out_rows = out_ptr + (bi.to(gl.int64) * R + rows.to(gl.int64))[:, None] * DV
-    for cc in gl.static_range(HALF // 64):
-        cols = WG * HALF + cc * 64 + gl.arange(0, 64, layout=col_l)
-        acc = gl.zeros([BLOCK_M, 64], gl.float32, layout=lay)
-        for i in range(n):
-            slot = (split0 + i).to(gl.int64)
-            w = gl.exp(gl.load(lse_rows + slot * stride_lacc_b, mask=row_ok, other=float("-inf"),
-                               cache_modifier=".cg") - lse)
-            o = gl.load(o_rows + slot * stride_oacc_b + cols[None, :], mask=row_ok[:, None], other=0.0,
-                        cache_modifier=".cg")
-            acc += w[:, None] * o
-        gl.store(out_rows + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
-    if WG == 0:
-        gl.store(lse_ptr + bi.to(gl.int64) * R + (rows % H_Q) * S_Q + rows // H_Q, lse, mask=row_ok)
 
 
 @gluon.jit
@@ -218,27 +129,17 @@ def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.con
 
 @gluon.jit
 def _finish_chunk(m, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_smem, l_ready, l_free,
-                  num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q, FUSE: gl.constexpr = 0):
-    """Chunk epilogue of the softmax side: 1/l to the P.V warpgroups (buffer c % 2), lse (natural log) out.
-    FUSE and a split piece: its lse is stored and fenced before ``l_ready`` (the P.V side then counts the piece
-    as done, ``_merge_if_last``)."""
+                  num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q):
+    """Chunk epilogue of the softmax side: 1/l to the P.V warpgroups (buffer c % 2), lse (natural log) out."""
     lb = c % 2
-    empty = l_i == 0.0
-    lse2 = m + gl.log2(gl.where(empty, 1.0, l_i))
-    slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
-    if FUSE:
-        if not no_split:
-            _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
-            _fence_gpu()
     mbarrier.wait(l_free.index(lb), ((c // 2) & 1) ^ 1)
+    empty = l_i == 0.0
     lx_smem.index(lb).store(gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i)))
     gl.thread_barrier()
     mbarrier.arrive(l_ready.index(lb), count=1)
-    if FUSE:
-        if no_split:
-            _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
-    else:
-        _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
+    lse2 = m + gl.log2(gl.where(empty, 1.0, l_i))
+    slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
+    _store_lse(lse2, empty, rows_s, bi, no_split, slot, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
 
 
 @gluon.jit
@@ -249,7 +150,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
                 DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, fl_smem,
-                LAZY: gl.constexpr, FUSE: gl.constexpr):
+                LAZY: gl.constexpr):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -262,8 +163,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it = 0   # pages of this CTA: ring stage = it % 2, phase = (it // 2) & 1
     c = 0    # chunks of this CTA: 1/l buffer = c % 2
-    for j in range(begin_idx, end_idx + 1):
-        bi = _chunk_bi(j, begin_idx, end_idx, FUSE)
+    for bi in range(begin_idx, end_idx + 1):
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
@@ -299,26 +199,24 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
 
             # ---- epilogue: 1/l to the P.V warpgroups; lse (natural log) from here ----
             _finish_chunk(m_i, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_smem, l_ready, l_free,
-                          num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q, FUSE)
+                          num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
             c += 1
 
 
 @gluon.jit
-def _next_page(j, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
-               bt_ptr, stride_bt, PAGE: gl.constexpr, FUSE: gl.constexpr):
-    """The CTA's page after page ``n`` of its ``j``-th chunk (pages run over the part's chunks in the order of
-    ``_chunk_bi``; chunks with no keys have none) and its block-table entry. Returns (j, n, n_end, page);
-    ``n >= n_end`` (page 0) when there is none."""
+def _next_page(bi, n, n_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
+               bt_ptr, stride_bt, PAGE: gl.constexpr):
+    """The CTA's page after page ``n`` of chunk ``bi`` (pages run over the part's chunks in order; chunks with
+    no keys have none) and its block-table entry. Returns (bi, n, n_end, page); ``n >= n_end`` (page 0) when
+    there is none."""
     n += 1
-    while (n >= n_end) & (j < end_idx):
-        j += 1
-        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, _chunk_bi(j, begin_idx, end_idx, FUSE), begin_idx,
-                                  end_idx, begin_seqlen, end_seqlen)
+    while (n >= n_end) & (bi < end_idx):
+        bi += 1
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         n = start // PAGE
         n_end = (end + PAGE - 1) // PAGE
-    bi = _chunk_bi(j, begin_idx, end_idx, FUSE)
     page = gl.load(bt_ptr + bi.to(gl.int64) * stride_bt + n, mask=n < n_end, other=0)
-    return j, n, n_end, page
+    return bi, n, n_end, page
 
 
 @gluon.jit
@@ -339,8 +237,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False, FUSE: gl.constexpr = 0, cnt_ptr=None, lacc_ptr=None,
-           stride_lacc_b=0, lse_ptr=None, H_Q=0, S_Q=0):
+           fl_smem=None, FLAG: gl.constexpr = False):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -372,23 +269,22 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln_end = 0
     lpage = 0
     if WG == 0:
-        L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, _chunk_bi(begin_idx, begin_idx, end_idx, FUSE),
-                                     begin_idx, end_idx, begin_seqlen, end_seqlen)
+        L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
+                                     end_seqlen)
         lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
-                                            bt_ptr, stride_bt, PAGE, FUSE)
-        for st in gl.static_range(2):
-            _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, st, CW, NCHUNK, PAGE,
+                                            bt_ptr, stride_bt, PAGE)
+        for j in gl.static_range(2):
+            _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK, PAGE,
                              CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                                begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE, FUSE)
+                                                begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
     it = 0
     c = 0
     if WG == 0:
         _cta_stamp(trace_ptr, 0, end_idx - begin_idx + 1, TRACE)
-    for j in range(begin_idx, end_idx + 1):
-        bi = _chunk_bi(j, begin_idx, end_idx, FUSE)
+    for bi in range(begin_idx, end_idx + 1):
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
@@ -401,8 +297,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv = kv_smem.index(stage)
                 _stamp(trace_ptr, it, 4 + 4 * WG, TRACE)
                 if CW:   # the pieces with this warpgroup's latent half (``_issue_page_groups``)
-                    for pc in gl.static_range(CW // 2):
-                        mbarrier.wait(kv_ready.index((CW + 1) * stage + 1 + WG * (CW // 2) + pc), ph)
+                    for j in gl.static_range(CW // 2):
+                        mbarrier.wait(kv_ready.index((CW + 1) * stage + 1 + WG * (CW // 2) + j), ph)
                 else:
                     mbarrier.wait(kv_ready.index(stage), ph)
                 mbarrier.wait(p_ready.index(stage), ph)
@@ -433,8 +329,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, CW,
                                      NCHUNK, PAGE, CHUNK)
                     lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
-                                                        begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE,
-                                                        FUSE)
+                                                        begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
                 _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
                 it += 1
 
@@ -450,10 +345,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
             if SPLIT:
                 _store_o(acc1 * inv_l[:, None], rows_o, WG * HALF + PV_N + gl.arange(0, PV_N, layout=o_col), bi,
                          no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
-            if FUSE:
-                if not no_split:
-                    _merge_if_last(WG, bi, m0, R, H_Q, S_Q, num_splits_ptr, cnt_ptr, oacc_ptr, stride_oacc_b,
-                                   stride_oacc_r, lacc_ptr, stride_lacc_b, out_ptr, lse_ptr, BLOCK_M, DV, HALF)
             if WG == 0:   # TRACE == 2: end of chunk c (its O stored), pages so far
                 _cta_stamp(trace_ptr, 3 + 3 * c, it, TRACE)
             c += 1
@@ -500,10 +391,10 @@ def mla_decode_ws_kernel(
     lacc_ptr, stride_lacc_b,
     sm_scale_log2,
     R, H_Q, S_Q,
-    trace_ptr, cnt_ptr,
+    trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr, FUSE: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -517,13 +408,13 @@ def mla_decode_ws_kernel(
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
-                       fl_smem, LAZY, FUSE)),
+                       fl_smem, LAZY)),
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE, 256, 0, fl_smem, LAZY != 0, FUSE, cnt_ptr, lacc_ptr, stride_lacc_b, lse_ptr, H_Q, S_Q)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE, 256, 0, fl_smem, LAZY != 0, FUSE, cnt_ptr, lacc_ptr, stride_lacc_b, lse_ptr, H_Q, S_Q)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0)),
     ], [4, 4], [PV_REGS, PV_REGS])

@@ -1,0 +1,55 @@
+"""The split combine kernel (flash_mla/combine.py) on its own, against the merge formula in float64: every piece
+count path (one piece: untouched; up to FEW: all pieces in one load; more: the split loop), pieces in which a row
+saw no key (lse = -inf), rows that saw no key at all (out = 0, lse = +inf). CPU: Triton's interpreter."""
+import math
+
+import pytest
+import torch
+
+from flash_mla.combine import combine_splits
+
+triton_cpu = pytest.mark.skipif(
+    not torch.cuda.is_available() and __import__("os").environ.get("TRITON_INTERPRET") != "1",
+    reason="needs CUDA or TRITON_INTERPRET=1")
+
+
+def merge_reference(pieces_o, pieces_lse):
+    """pieces_o [n, R, dv], pieces_lse [n, R] (natural log) -> out [R, dv], lse [R] in float64."""
+    lse = torch.logsumexp(pieces_lse.double(), dim=0)
+    w = torch.exp(pieces_lse.double() - lse[None]).nan_to_num(0.0)
+    out = (w[:, :, None] * pieces_o.double()).sum(0)
+    return out, lse.masked_fill(torch.isneginf(lse), math.inf)
+
+
+@triton_cpu
+@pytest.mark.parametrize("few", [4, 2])
+def test_combine_piece_counts(few):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator().manual_seed(few)
+    counts = [1, 2, 3, 4, 5, 7, 40, 1]            # pieces per sequence: both sides of FEW and of BLOCK_S = 32
+    b, s_q, h_q, dv = len(counts), 2, 3, 512
+    R = s_q * h_q
+    num_splits = torch.tensor([0] + list(torch.tensor(counts).cumsum(0)), dtype=torch.int32)
+    slots = int(num_splits[-1])
+    o_acc = torch.randn(slots, 1, R, dv, generator=gen)
+    lse_acc = torch.randn(slots, 1, R, generator=gen) * 3
+    lse_acc[num_splits[1], 0, 0] = -math.inf           # a row that saw no key in one piece
+    lse_acc[num_splits[2]:num_splits[3], 0, 1] = -math.inf  # a row that saw no key in any piece
+    out = torch.full((b, s_q, h_q, dv), math.nan, dtype=torch.bfloat16)
+    lse = torch.full((b, h_q, s_q), math.nan)
+    sentinel_o, sentinel_l = out.clone(), lse.clone()
+    args = [t.to(device) for t in (num_splits, o_acc, lse_acc, out, lse)]
+    combine_splits(*args, few=few)
+    out, lse = args[3].cpu(), args[4].cpu()
+    for i, n in enumerate(counts):
+        if n == 1:   # written by the attention kernel, left alone here
+            assert torch.equal(out[i].isnan(), sentinel_o[i].isnan()) and lse[i].isnan().all()
+            continue
+        s0 = int(num_splits[i])
+        ref_o, ref_l = merge_reference(o_acc[s0:s0 + n, 0], lse_acc[s0:s0 + n, 0])
+        got_o = out[i].reshape(R, dv).double()          # rows are (token, head), token-major
+        got_l = lse[i].transpose(0, 1).reshape(R).double()
+        torch.testing.assert_close(got_l, ref_l, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_o, ref_o, atol=1e-2, rtol=1e-2)   # bf16 output
+        if i == 2:
+            assert torch.isinf(got_l[1]) and got_l[1] > 0 and (got_o[1] == 0).all()
