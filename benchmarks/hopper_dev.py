@@ -125,15 +125,12 @@ _MODULE_DEFAULTS = {}   # (kernel kind, constant) -> its value before the first 
 def set_cfg(cfg):
     """A launcher config, or ``"ws:NAME=V,..."`` / ``"pair:NAME=V,..."``: that kernel with module constants of
     ws_kernel / pair_kernel overridden (e.g. ``ws:PV_REGS=184``); ``"auto:NAME=V,..."``: the constant set in both
-    ws_kernel and ws2_kernel, the launcher's own choice of kernel; ``"combine:FEW=1"``: a constant of
-    flash_mla.combine; None restores the defaults."""
+    ws_kernel and ws2_kernel, the launcher's own choice of kernel; None restores the defaults."""
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.pair_kernel as P
     import flash_mla.hopper.ws_kernel as W
     import flash_mla.hopper.ws2_kernel as W2
-    import flash_mla.combine as CB
-    mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair), "ws2": (W2, hl.WS2, hl._launch_ws2),
-            "combine": (CB, None, hl._launch_ws)}
+    mods = {"ws": (W, hl.WS, hl._launch_ws), "pair": (P, hl.PAIR, hl._launch_pair), "ws2": (W2, hl.WS2, hl._launch_ws2)}
     kind = cfg.split(":")[0] if isinstance(cfg, str) and ":" in cfg else None
     if _MODULE_DEFAULTS or kind:   # the launch cache's key does not cover the kernel modules' constants
         for _, _, launch in mods.values():
@@ -147,7 +144,7 @@ def set_cfg(cfg):
                 k, v = kv.split("=")
                 _MODULE_DEFAULTS.setdefault((mk, k), getattr(mod, k))
                 setattr(mod, k, int(v))
-        cfg = None if kind in ("auto", "combine") else mods[kind][1]
+        cfg = None if kind == "auto" else mods[kind][1]
     hl.CONFIG_OVERRIDE = cfg
 
 
@@ -218,7 +215,7 @@ if __name__ == "__main__":
     # hopper launcher configs (p_smem, overlap), e.g. "1,1;0,0"
     import flash_mla.hopper.launcher as _hl
     _named = {"ss": _hl.SEESAW, "ss2": _hl.SEESAW2, "ss3": _hl.SEESAW3, "ws": _hl.WS, "ws2": _hl.WS2, "pair": _hl.PAIR, "large": _hl.CONFIG_LARGE, "small": _hl.CONFIG_SMALL}
-    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:", "ws2:", "auto:", "combine:")) else tuple(bool(int(x)) for x in c.split(",")))
+    cfgs = [(_named[c] if c in _named else c if c.startswith(("ws:", "pair:", "ws2:", "auto:")) else tuple(bool(int(x)) for x in c.split(",")))
             for c in args.cfgs.split(";") if c] or [None]
     res = []
     if not args.no_check:

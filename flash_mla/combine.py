@@ -21,8 +21,6 @@ from triton.language.extra.cuda import gdc_wait
 from .launch import CachedKernel, pdl_supported
 from .scheduler import device_guard
 
-FEW = 4   # sequences with at most FEW pieces are merged with one load of all their lse and one of all their outputs
-
 
 @triton.jit
 def _mla_combine_kernel(
@@ -32,63 +30,45 @@ def _mla_combine_kernel(
     stride_ob, stride_os, stride_oh,
     stride_lb, stride_lh,
     ngroups, num_rows,
-    D_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, FEW: tl.constexpr, PDL: tl.constexpr,
+    D_V: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:
+        # Launched as a programmatic dependent of the attention kernel: wait for its results.
+        gdc_wait()
     bi = tl.program_id(0)
     kv_head = tl.program_id(1)
-    # num_splits comes from get_mla_metadata, before the attention kernel: readable before waiting for it, so
-    # the programs of unsplit sequences return without waiting
     split_begin = tl.load(NUM_SPLITS + bi)
     n = tl.load(NUM_SPLITS + bi + 1) - split_begin
     if n > 1:
-        if PDL:
-            # Launched as a programmatic dependent of the attention kernel: wait for its results.
-            gdc_wait()
         rows = tl.program_id(2) * BLOCK_R + tl.arange(0, BLOCK_R)
         row_ok = rows < num_rows
         lse_rows = LSE_ACC + kv_head * stride_sh + rows
-        o_rows = O_ACC + kv_head * stride_ah + rows * stride_ar
+        # Pass 1: max and sum of exp over the splits' lse.
+        m = tl.full([BLOCK_R], float("-inf"), tl.float32)
+        for s0 in range(0, n, BLOCK_S):
+            offs_s = s0 + tl.arange(0, BLOCK_S)
+            ptrs = lse_rows[:, None] + (split_begin + offs_s).to(tl.int64)[None, :] * stride_sb
+            part = tl.load(ptrs, mask=row_ok[:, None] & (offs_s < n)[None, :], other=float("-inf"))
+            m = tl.maximum(m, tl.max(part, 1))
+        m_use = tl.where(m == float("-inf"), 0.0, m)
+        total = tl.zeros([BLOCK_R], tl.float32)
+        for s0 in range(0, n, BLOCK_S):
+            offs_s = s0 + tl.arange(0, BLOCK_S)
+            ptrs = lse_rows[:, None] + (split_begin + offs_s).to(tl.int64)[None, :] * stride_sb
+            part = tl.load(ptrs, mask=row_ok[:, None] & (offs_s < n)[None, :], other=float("-inf"))
+            total += tl.sum(tl.exp(part - m_use[:, None]), 1)
+        seen = total > 0.0
+        lse = tl.where(seen, m_use + tl.log(tl.where(seen, total, 1.0)), float("inf"))
+        # Pass 2: weighted sum of the partial outputs.
         offs_v = tl.arange(0, D_V)
-        if n <= FEW:
-            # Few pieces (the common case): every lse, then every partial output, in one load each -- two
-            # dependent memory round trips instead of one per piece.
-            offs_f = tl.arange(0, FEW)
-            slots = (split_begin + offs_f).to(tl.int64)
-            ok = row_ok[:, None] & (offs_f < n)[None, :]
-            part = tl.load(lse_rows[:, None] + slots[None, :] * stride_sb, mask=ok, other=float("-inf"))
-            m = tl.max(part, 1)
-            m_use = tl.where(m == float("-inf"), 0.0, m)
-            total = tl.sum(tl.exp(part - m_use[:, None]), 1)
-            seen = total > 0.0
-            lse = tl.where(seen, m_use + tl.log(tl.where(seen, total, 1.0)), float("inf"))
-            w = tl.exp(part - lse[:, None])                                   # [BLOCK_R, FEW], 0 past n
-            o = tl.load(o_rows[:, None, None] + slots[None, :, None] * stride_ab + offs_v[None, None, :],
-                        mask=ok[:, :, None], other=0.0)
-            acc = tl.sum(w[:, :, None] * o, 1)
-        else:
-            # Pass 1: max and sum of exp over the splits' lse.
-            m = tl.full([BLOCK_R], float("-inf"), tl.float32)
-            for s0 in range(0, n, BLOCK_S):
-                offs_s = s0 + tl.arange(0, BLOCK_S)
-                ptrs = lse_rows[:, None] + (split_begin + offs_s).to(tl.int64)[None, :] * stride_sb
-                part = tl.load(ptrs, mask=row_ok[:, None] & (offs_s < n)[None, :], other=float("-inf"))
-                m = tl.maximum(m, tl.max(part, 1))
-            m_use = tl.where(m == float("-inf"), 0.0, m)
-            total = tl.zeros([BLOCK_R], tl.float32)
-            for s0 in range(0, n, BLOCK_S):
-                offs_s = s0 + tl.arange(0, BLOCK_S)
-                ptrs = lse_rows[:, None] + (split_begin + offs_s).to(tl.int64)[None, :] * stride_sb
-                part = tl.load(ptrs, mask=row_ok[:, None] & (offs_s < n)[None, :], other=float("-inf"))
-                total += tl.sum(tl.exp(part - m_use[:, None]), 1)
-            seen = total > 0.0
-            lse = tl.where(seen, m_use + tl.log(tl.where(seen, total, 1.0)), float("inf"))
-            # Pass 2: weighted sum of the partial outputs.
-            acc = tl.zeros([BLOCK_R, D_V], tl.float32)
-            for i in range(0, n):
-                slot = (split_begin + i).to(tl.int64)
-                w = tl.exp(tl.load(lse_rows + slot * stride_sb, mask=row_ok, other=float("-inf")) - lse)
-                o = tl.load(o_rows[:, None] + slot * stride_ab + offs_v[None, :], mask=row_ok[:, None], other=0.0)
-                acc += w[:, None] * o
+        acc = tl.zeros([BLOCK_R, D_V], tl.float32)
+        for i in range(0, n):
+            slot = (split_begin + i).to(tl.int64)
+            w = tl.exp(tl.load(LSE_ACC + slot * stride_sb + kv_head * stride_sh + rows, mask=row_ok,
+                               other=float("-inf")) - lse)
+            o_ptrs = O_ACC + slot * stride_ab + kv_head * stride_ah + rows * stride_ar
+            o = tl.load(o_ptrs[:, None] + offs_v[None, :], mask=row_ok[:, None], other=0.0)
+            acc += w[:, None] * o
         tok = rows // ngroups
         head = kv_head * ngroups + rows % ngroups
         out_ptrs = OUT + (bi + tl.zeros([], tl.int64)) * stride_ob + tok * stride_os + head * stride_oh
@@ -96,20 +76,19 @@ def _mla_combine_kernel(
         tl.store(LSE + (bi + tl.zeros([], tl.int64)) * stride_lb + head * stride_lh + tok, lse, mask=row_ok)
 
 
-def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = 4, few: int | None = None):
+def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = 4):
     """Merge split partials into ``out`` ``[b, s_q, h_q, dv]`` and ``lse`` ``[b, h_q, s_q]`` (in place).
 
     ``o_accum`` ``[b + num_sm_parts, h_kv, R, dv]`` float32, ``lse_accum`` ``[b + num_sm_parts, h_kv, R]``
     float32, ``num_splits`` ``[b + 1]`` int32 as produced by ``get_mla_metadata``.
     """
-    few = FEW if few is None else few
     b, s_q, h_q, d_v = out.shape
     h_kv = o_accum.shape[1]
     num_rows = o_accum.shape[2]
     grid = (b, h_kv, triton.cdiv(num_rows, block_r))
     # All int arguments derive from out's shape and the workspace's shape (fresh, contiguous allocations).
     pdl = pdl_supported(out.device)
-    key = (out.device, out.dtype, out.shape[1:], o_accum.shape[1:], block_r, few, num_splits.data_ptr() % 16 == 0)
+    key = (out.device, out.dtype, out.shape[1:], o_accum.shape[1:], block_r, num_splits.data_ptr() % 16 == 0)
     with device_guard(out.device):
         _combine_launch(
             key, grid, num_splits, o_accum, lse_accum, out, lse,
@@ -118,7 +97,7 @@ def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = 4, f
             out.stride(0), out.stride(1), out.stride(2),
             lse.stride(0), lse.stride(1),
             h_q // h_kv, num_rows,
-            d_v, block_r, 32, few, pdl, num_warps=4, launch_pdl=pdl,
+            d_v, block_r, 32, pdl, num_warps=4, launch_pdl=pdl,
         )
 
 
