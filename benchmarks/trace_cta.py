@@ -21,14 +21,16 @@ import flash_mla.hopper.ws_kernel as W
 from flash_mla.bench import Config, decode_call
 
 
+MAX_CTAS = 4096   # trace buffer rows (32 int64 slots per CTA)
+
+
 def _fit(xs, ys):
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
-        return float("nan"), my / mx
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    return my - b * mx, b
+    """(intercept, slope) of the least-squares line; (nan, mean ratio) when every x is the same."""
+    try:
+        slope, intercept = statistics.linear_regression(xs, ys)
+    except statistics.StatisticsError:
+        return float("nan"), sum(ys) / sum(xs)
+    return intercept, slope
 
 
 def trace_config(s_k, h_q, s_q, varlen):
@@ -37,18 +39,18 @@ def trace_config(s_k, h_q, s_q, varlen):
     rows = s_q * h_q
     mod = W2 if hl.pick_config(rows) == hl.WS2 else W
     ms = triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
-    mod.TRACE_BUF = torch.zeros(4096 * 32, dtype=torch.int64, device="cuda")
+    mod.TRACE_BUF = torch.zeros(MAX_CTAS * 32, dtype=torch.int64, device="cuda")
     mod.TRACE_MODE = 2
     try:
         for _ in range(3):
             mod.TRACE_BUF.zero_()
             fn()
         torch.cuda.synchronize()
-        t = mod.TRACE_BUF.view(4096, 32).cpu().long()
+        t = mod.TRACE_BUF.view(MAX_CTAS, 32).cpu().long()
         ms_traced = triton.testing.do_bench(fn, warmup=5, rep=50, return_mode="median")
     finally:
         mod.TRACE_BUF, mod.TRACE_MODE = None, 1
-    ctas = [i for i in range(4096) if t[i, 1] > 0]
+    ctas = [i for i in range(MAX_CTAS) if t[i, 1] > 0]
     starts, ends, mhz, chunk_fit_x, chunk_fit_y, first = [], [], [], [], [], []
     per_page, n_per_cta = [], []
     for i in ctas:

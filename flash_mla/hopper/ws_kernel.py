@@ -44,17 +44,27 @@ MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the
                        # limit, but a region with an m64n256 wgmma below ~154 makes it ignore them all (C7507).
 
 
+@gluon.constexpr_function
+def _mov_sreg(name):
+    """PTX reading 64-bit special register ``name`` (``clock64``, ``globaltimer``) into $0."""
+    return f"mov.u64 $0, %{name};"
+
+
+@gluon.jit
+def _sreg(NAME: gl.constexpr):
+    """Special register ``NAME`` as a [1] int64 tensor every thread of the warpgroup holds (timing diagnostics)."""
+    z = gl.full([1], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0]))
+    return gl.inline_asm_elementwise(_mov_sreg(NAME), "=l,r", [z], dtype=gl.int64, is_pure=False, pack=1)
+
+
 @gluon.jit
 def _stamp(trace_ptr, it, event: gl.constexpr, TRACE: gl.constexpr):
     """Timing diagnostics (TRACE == 1): SM clock of ``event`` for page ``it`` of CTA (0, 0, 0) into
     trace[it, event]."""
     if TRACE == 1:
         if (gl.program_id(0) == 0) & (gl.program_id(2) == 0) & (it < 256):
-            lay: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-            z = gl.full([1], 0, gl.int32, layout=lay)
-            t = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l,r", [z], dtype=gl.int64, is_pure=False,
-                                          pack=1)
-            gl.store(trace_ptr + it * 16 + event + gl.arange(0, 1, layout=lay), t)
+            t = _sreg("clock64")
+            gl.store(trace_ptr + it * 16 + event + gl.arange(0, 1, layout=t.type.layout), t)
 
 
 @gluon.jit
@@ -63,17 +73,13 @@ def _cta_stamp(trace_ptr, slot, value, TRACE: gl.constexpr):
     ``value``), cta = program_id(2) * num_programs(0) + program_id(0); 32 slots per CTA."""
     if TRACE == 2:
         if slot < 30:
-            lay: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-            z = gl.full([1], 0, gl.int32, layout=lay)
-            ns = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [z], dtype=gl.int64, is_pure=False,
-                                           pack=1)
-            clk = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l,r", [z], dtype=gl.int64, is_pure=False,
-                                            pack=1)
+            ns = _sreg("globaltimer")
+            clk = _sreg("clock64")
             cta = gl.program_id(2) * gl.num_programs(0) + gl.program_id(0)
-            base = trace_ptr + cta.to(gl.int64) * 32 + slot + gl.arange(0, 1, layout=lay)
+            base = trace_ptr + cta.to(gl.int64) * 32 + slot + gl.arange(0, 1, layout=ns.type.layout)
             gl.store(base, ns)
             gl.store(base + 1, clk)
-            gl.store(base + 2, z.to(gl.int64) + value)
+            gl.store(base + 2, gl.zeros_like(clk) + value)
 
 
 @gluon.jit
@@ -101,20 +107,21 @@ def _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE: gl.constexpr):
     return sv
 
 
+@gluon.constexpr_function
+def _bar_red_or(bar):
+    """PTX: $0 = $1 = 1 if $2 or $3 is non-zero in any of the 128 threads meeting at named barrier ``bar``, else 0."""
+    return ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
+            f"bar.red.or.pred q, {bar}, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }}")
+
+
 @gluon.jit
 def _any_ne(a, b, BAR: gl.constexpr):
     """1 in every element when ``a != b`` in any row of the warpgroup, else 0: ``bar.red.or`` over its 128 threads
     on named barrier ``BAR`` (8 or 9; Triton's partitions use 0-4). ``a``, ``b``: [64] row vectors of the S
     accumulator layout (two rows per thread)."""
+    gl.static_assert((BAR == 8) | (BAR == 9), "named barrier 8 or 9")
     ne = (a != b).to(gl.int32)
-    if BAR == 8:
-        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
-                             "bar.red.or.pred q, 8, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
-    else:
-        gl.static_assert(BAR == 9, "named barrier 8 or 9")
-        asm: gl.constexpr = ("{ .reg .pred p, q; setp.ne.s32 p, $2, 0; setp.ne.or.s32 p, $3, 0, p; "
-                             "bar.red.or.pred q, 9, 128, p; selp.s32 $0, 1, 0, q; selp.s32 $1, 1, 0, q; }")
-    return gl.inline_asm_elementwise(asm, "=r,=r,r,r", [ne], dtype=gl.int32, is_pure=False, pack=2)
+    return gl.inline_asm_elementwise(_bar_red_or(BAR), "=r,=r,r,r", [ne], dtype=gl.int32, is_pure=False, pack=2)
 
 
 @gluon.jit
