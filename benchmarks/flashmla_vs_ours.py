@@ -43,7 +43,8 @@ def load_flashmla(src: Path):
                            capture_output=True, text=True)
         print(f"built flash_mla_cuda in {time.time() - t0:.0f} s (exit {r.returncode})", flush=True)
         if r.returncode:
-            print(r.stdout[-4000:], r.stderr[-4000:])
+            out = (r.stdout + r.stderr).splitlines()
+            print("\n".join(ln for ln in out if "error" in ln.lower() or "FAILED" in ln)[-6000:])
             raise SystemExit(1)
         regs = [ln for ln in r.stdout.splitlines() + r.stderr.splitlines() if "registers" in ln]
         print("\n".join(regs[-8:]))
