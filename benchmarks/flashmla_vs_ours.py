@@ -6,7 +6,7 @@
 ``--src`` is a FlashMLA checkout at the anchors' commit (c2067be) with CUTLASS's ``include/`` under
 ``csrc/cutlass`` (the submodule's commit); nothing of it is committed here (``.flashmla_src/`` is git-ignored;
 ``benchmarks/flashmla_src.sh`` lays it out from local mirrors). If ``flash_mla_cuda`` is not built there yet,
-it is built in place for sm_90a (bf16 only, ``FLASH_MLA_DISABLE_FP16=1``): a few minutes.
+it is built (in a copy, ``--build``) for sm_90a (bf16 only, ``FLASH_MLA_DISABLE_FP16=1``): a few minutes.
 
 Timing: the anchors' protocol (``flash_mla.bench``: b = 128, bf16, causal, do_bench median, warmup 25 / rep 200),
 each config's inputs built once and both kernels timed alternately ``--reps`` times (FlashMLA first); the best
@@ -18,6 +18,7 @@ SM cycles per call it spends, tell a schedule difference (cycles) from an energy
 """
 import argparse
 import json
+import shutil
 import os
 import statistics
 import subprocess
@@ -31,24 +32,29 @@ import triton.testing
 from flash_mla.bench import (DV, H_KV, Config, cos_diff, decode_call, flops_bytes, geomean, git_commit, matrix)
 
 
-def load_flashmla(src: Path):
-    """Imports ``flash_mla_cuda`` from ``src``, building it in place first if needed."""
-    sys.path.insert(0, str(src))
-    try:
-        import flash_mla_cuda   # noqa: F401
-    except ImportError:
-        env = dict(os.environ, FLASH_MLA_DISABLE_FP16="1", NVCC_THREADS="8", MAX_JOBS="4")
+def load_flashmla(src: Path, build: Path):
+    """Imports ``flash_mla_cuda``, building it first (a copy of ``src`` in ``build``) if ``build`` lacks it.
+
+    ``build`` is not carried to the device by the run tool, so a warm machine keeps the built module between
+    calls while ``src`` (carried) is replaced on every call.
+    """
+    if not list(build.glob("flash_mla_cuda*.so")):
+        shutil.rmtree(build, ignore_errors=True)
+        shutil.copytree(src, build)
+        # flash_api.cpp goes through the host compiler, which (unlike nvcc) does not know CUDA 13's CCCL path.
+        cccl = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include" / "cccl"
+        env = dict(os.environ, FLASH_MLA_DISABLE_FP16="1", NVCC_THREADS="8", MAX_JOBS="4",
+                   CPLUS_INCLUDE_PATH=f"{cccl}:{os.environ.get('CPLUS_INCLUDE_PATH', '')}")
         t0 = time.time()
-        r = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=src, env=env,
+        r = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build, env=env,
                            capture_output=True, text=True)
         print(f"built flash_mla_cuda in {time.time() - t0:.0f} s (exit {r.returncode})", flush=True)
+        out = (r.stdout + r.stderr).splitlines()
         if r.returncode:
-            out = (r.stdout + r.stderr).splitlines()
             print("\n".join(ln for ln in out if "error" in ln.lower() or "FAILED" in ln)[-6000:])
             raise SystemExit(1)
-        regs = [ln for ln in r.stdout.splitlines() + r.stderr.splitlines() if "registers" in ln]
-        print("\n".join(regs[-8:]))
-        import flash_mla_cuda   # noqa: F401
+        print("\n".join(ln for ln in out if "registers" in ln or "spill" in ln))
+    sys.path.insert(0, str(build.resolve()))
     import flash_mla_cuda
     return flash_mla_cuda
 
@@ -95,11 +101,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--src", default=".flashmla_src/FlashMLA")
+    ap.add_argument("--build", default=".flashmla_build")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--probe", nargs="*", default=[])
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    ext = load_flashmla(Path(args.src).resolve())
+    ext = load_flashmla(Path(args.src), Path(args.build))
     cfgs = ([Config(*(int(x) for x in c.split(",")[:3]), bool(int(c.split(",")[3]))) for c in args.configs]
             if args.configs else matrix())
     dev = torch.device("cuda")
