@@ -5,6 +5,7 @@
     ncu --import x.ncu-rep --page source --csv --print-source sass | gzip > sass.csv.gz
     python3 benchmarks/ncu_sass.py sass.csv.gz                 # partitions (setmaxnreg regions) and their samples
     python3 benchmarks/ncu_sass.py sass.csv.gz 1885 2218       # instructions [lo, hi) with their top stall reasons
+    python3 benchmarks/ncu_sass.py --wavefronts a.csv.gz [b.csv.gz]   # shared-memory wavefronts per opcode
 """
 import csv
 import gzip
@@ -27,11 +28,38 @@ def load(path):
             "samples": int(r[col["Warp Stall Sampling (All Samples)"]] or 0),
             "exec": int(r[col["Instructions Executed"]] or 0),
             "st": {h[6:]: int(r[i] or 0) for h, i in col.items() if h.startswith("stall_") and "Not Issued" not in h},
+            "wavefronts": int(r[col["L1 Wavefronts Shared"]] or 0) if "L1 Wavefronts Shared" in col else 0,
         })
     return out
 
 
+def _opcode(src: str) -> str:
+    """``HGMMA.64x64x16.F32.BF16`` kept whole (the shape is the point); other opcodes without modifiers."""
+    toks = src.split()
+    op = toks[1] if toks and toks[0].startswith("@") and len(toks) > 1 else (toks[0] if toks else "")
+    return op if op.startswith("HGMMA") else op.split(".")[0]
+
+
+def wavefronts(paths):
+    """Shared-memory wavefronts (L1) and executed instructions per opcode, one column per export."""
+    per = []
+    for p in paths:
+        w, n = Counter(), Counter()
+        for d in load(p):
+            w[_opcode(d["src"])] += d["wavefronts"]
+            n[_opcode(d["src"])] += d["exec"]
+        per.append((w, n))
+    ops = sorted({op for w, _ in per for op in w if w[op]}, key=lambda op: -max(w[op] for w, _ in per))
+    print(f"{'opcode':26s}" + "".join(f"{'wavefronts':>14s} {'instructions':>13s}" for _ in per))
+    for op in ops:
+        print(f"{op:26s}" + "".join(f"{w[op]:14,d} {n[op]:13,d}" for w, n in per))
+    print(f"{'total':26s}" + "".join(f"{sum(w.values()):14,d} {sum(n.values()):13,d}" for w, n in per))
+
+
 def main():
+    if sys.argv[1] == "--wavefronts":
+        wavefronts(sys.argv[2:])
+        return
     ins = load(sys.argv[1])
     if len(sys.argv) == 2:
         cuts = [i for i, d in enumerate(ins) if "SETMAXREG" in d["src"]] + [len(ins)]
