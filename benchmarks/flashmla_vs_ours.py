@@ -10,7 +10,8 @@ it is built (in a copy, ``--build``) for sm_90a (bf16 only, ``FLASH_MLA_DISABLE_
 
 Timing: the anchors' protocol (``flash_mla.bench``: b = 128, bf16, causal, do_bench median, warmup 25 / rep 200),
 each config's inputs built once and both kernels timed alternately ``--reps`` times (order ABBA...: on a
-power-capped card the kernel that runs first after a pause can get a higher clock); the best median of each is kept. Each kernel's output is compared with the other's (FlashMLA's cos_diff metric).
+power-capped card the kernel that runs first after a pause can get a higher clock); the best median of each is
+kept. Each kernel's output is compared with the other's (FlashMLA's cos_diff metric).
 
 ``--probe`` configs are also run back to back for ~1.5 s per kernel (twice, alternating) while ``nvidia-smi``
 samples the SM clock and board power every 50 ms: on a power-capped card the clock each kernel runs at, and the
@@ -18,8 +19,8 @@ SM cycles per call it spends, tell a schedule difference (cycles) from an energy
 """
 import argparse
 import json
-import shutil
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,9 +28,9 @@ import time
 from pathlib import Path
 
 import torch
-import triton.testing
 
-from flash_mla.bench import (DV, H_KV, Config, cos_diff, decode_call, flops_bytes, geomean, git_commit, matrix)
+from flash_mla.bench import (DV, H_KV, Config, cos_diff, decode_call, flops_bytes, geomean, git_commit, matrix,
+                             time_ms)
 
 
 def load_flashmla(src: Path, build: Path):
@@ -70,10 +71,6 @@ def flashmla_call(ext, inp: dict, cfg: Config):
     return fn
 
 
-def bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
-
-
 def probe(fn, seconds: float = 1.5) -> dict:
     """Back-to-back calls for ``seconds`` while nvidia-smi samples the SM clock and power (medians)."""
     for _ in range(20):
@@ -94,7 +91,7 @@ def probe(fn, seconds: float = 1.5) -> dict:
     clk = statistics.median(r[0] for r in rows)
     ms = dt / n * 1e3
     return dict(ms_loop=ms, mhz=clk, watts=statistics.median(r[1] for r in rows),
-                temp=statistics.median(r[2] for r in rows), mcycles=ms * 1e-3 * clk * 1e6 / 1e6, samples=len(rows))
+                temp=statistics.median(r[2] for r in rows), mcycles=ms * clk * 1e-3, samples=len(rows))
 
 
 def main(argv=None) -> int:
@@ -110,6 +107,10 @@ def main(argv=None) -> int:
     cfgs = ([Config(*(int(x) for x in c.split(",")[:3]), bool(int(c.split(",")[3]))) for c in args.configs]
             if args.configs else matrix())
     dev = torch.device("cuda")
+
+    def bench(fn):
+        return time_ms(fn, dev)   # the protocol's do_bench median
+
     rows = []
     with torch.inference_mode():
         for cfg in cfgs:
