@@ -32,6 +32,9 @@ import torch
 from flash_mla.bench import (DV, H_KV, Config, cos_diff, decode_call, flops_bytes, geomean, git_commit, matrix,
                              time_ms)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clock_probe import sample_while_running  # noqa: E402
+
 
 def load_flashmla(src: Path, build: Path):
     """Imports ``flash_mla_cuda``, building it first (a copy of ``src`` in ``build``) if ``build`` lacks it.
@@ -73,23 +76,9 @@ def flashmla_call(ext, inp: dict, cfg: Config):
 
 def probe(fn, seconds: float = 1.5) -> dict:
     """Back-to-back calls for ``seconds`` while nvidia-smi samples the SM clock and power (medians)."""
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    smi = subprocess.Popen(["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu",
-                            "--format=csv,noheader,nounits", "-lms", "50"], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.2)
-    t0, n = time.time(), 0
-    while time.time() - t0 < seconds:
-        for _ in range(20):
-            fn()
-        n += 20
-        torch.cuda.synchronize()
-    dt = time.time() - t0
-    smi.terminate()
-    rows = [[float(x) for x in r.split(",")] for r in smi.communicate()[0].strip().splitlines() if r.count(",") == 2]
+    ms, rows = sample_while_running(fn, "clocks.sm,power.draw,temperature.gpu", seconds, interval_ms=50, batch=20,
+                                    settle=0.2)
     clk = statistics.median(r[0] for r in rows)
-    ms = dt / n * 1e3
     return dict(ms_loop=ms, mhz=clk, watts=statistics.median(r[1] for r in rows),
                 temp=statistics.median(r[2] for r in rows), mcycles=ms * clk * 1e-3, samples=len(rows))
 
