@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|sweep|sanitize|consan|trace|latency|bench]...   (default: tests bench)
+#   bash benchmarks/device_run.sh [tests|sweep|sanitize|consan|trace|latency|bench|ab|fvo]...   (default: tests bench)
+#   ab:  hopper_dev correctness under each of AB_CFGS (';'-separated, e.g. "auto:NAMED=0;auto:NAMED=1"), then the
+#        configs timed interleaved AB_REPS times (default 2) over AB_HQ (default 16,32,64,128), non-varlen
+#   fvo: FlashMLA built from source (.flashmla_src, see benchmarks/flashmla_src.sh; carry it) timed against ours in
+#        one process over the whole matrix (FVO_REPS, default 4, ABBA order)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
@@ -28,6 +32,14 @@ for step in $steps; do
              python3 -m flash_mla.bench --backend "$be" --baseline benchmarks/anchors/flashmla_h100.json \
                --json "$OUT/bench_$be.json" 2>&1 | tee "$OUT/bench_$be.log"
            done ;;
+    ab) cfgs=${AB_CFGS:?set AB_CFGS}; rep=""
+        for _ in $(seq "${AB_REPS:-2}"); do rep="$rep${rep:+;}$cfgs"; done
+        python3 benchmarks/hopper_dev.py --check-cfgs --cfgs "$cfgs" --no-bench > "$OUT/ab_check.log" 2>&1
+        grep -E "^correctness" "$OUT/ab_check.log"
+        python3 benchmarks/hopper_dev.py --no-check --backends hopper --cfgs "$rep" --hq "${AB_HQ:-16,32,64,128}" \
+          > "$OUT/ab.log" 2>&1; grep -E "^s_k" "$OUT/ab.log" | sed -E 's/ [0-9]+ GB\/s [0-9]+ TF//g' ;;
+    fvo) python3 benchmarks/flashmla_vs_ours.py --reps "${FVO_REPS:-4}" --json "$OUT/fvo.json" > "$OUT/fvo.log" 2>&1
+         grep -E "built|geo-mean" "$OUT/fvo.log"; grep -E "ratio" "$OUT/fvo.log" | awk '{print $1,$2,$3,$4,$6,$9,$11}' ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
 done

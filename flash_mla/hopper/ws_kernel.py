@@ -37,6 +37,12 @@ LAZY = 8               # the running row max moves only when a page's row max ex
                        # units; P <= 2^LAZY): alpha is then exactly 1 on almost every page, and a per-page flag
                        # lets the P.V warpgroups skip the O rescale; 0: exact running max, rescale every page
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
+NAMED = 0              # 1: the per-page hand-offs "P published" (softmax -> both P.V warpgroups) and "stage read"
+                       # (P.V warpgroup 1 -> 0, before the refill) on hardware named barriers (bar.arrive by the
+                       # producer's threads, bar.sync by the consumer's) instead of mbarriers (arrive after a
+                       # warpgroup bar.sync, try_wait loop); ids P_BAR + stage, FREE_BAR + stage
+P_BAR = gl.constexpr(10)   # named barrier ids (Triton's partitions use 0-4, _any_ne 8 / 9)
+FREE_BAR = gl.constexpr(12)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
 MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the partitions' setmaxnreg values
@@ -124,14 +130,35 @@ def _any_ne(a, b, BAR: gl.constexpr):
     return gl.inline_asm_elementwise(_bar_red_or(BAR), "=r,=r,r,r", [ne], dtype=gl.int32, is_pure=False, pack=2)
 
 
+@gluon.constexpr_function
+def _bar_asm(op, bar, count):
+    """PTX: named barrier ``bar`` over ``count`` threads, ``op`` = arrive (producer) or sync (consumer)."""
+    return f"bar.{op} {bar}, {count};\n\tmov.u32 $0, 0;"
+
+
 @gluon.jit
-def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.constexpr):
-    """alpha and P (in the cache dtype, over the page's rope slot: its Q K^T is done) to the P.V warpgroups."""
+def _named_bar(BAR: gl.constexpr, COUNT: gl.constexpr, ARRIVE: gl.constexpr):
+    """Hardware named barrier ``BAR`` over ``COUNT`` threads, called by all 128 threads of a warpgroup:
+    ``bar.arrive`` (ARRIVE, the producer: its earlier shared-memory writes are ordered before the consumers' reads
+    after their ``bar.sync``) or ``bar.sync`` (consumer). Unlike an mbarrier it has no phase: every arrive must be
+    matched by the consumers' syncs before the producer arrives on it again (the ring's order guarantees it)."""
+    z = gl.full([128], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0]))
+    gl.inline_asm_elementwise(_bar_asm("arrive" if ARRIVE else "sync", BAR, COUNT), "=r,r", [z], dtype=gl.int32,
+                              is_pure=False, pack=1)
+
+
+@gluon.jit
+def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, NAMED_ID: gl.constexpr = -1):
+    """alpha and P (in the cache dtype, over the page's rope slot: its Q K^T is done) to the P.V warpgroups
+    (``NAMED_ID`` >= 0: named barrier over this warpgroup and both P.V warpgroups, else mbarrier ``ready``)."""
     ax_slot.store(alpha)
     kr._reinterpret(kr.dtype, [BLOCK_M, PAGE], kr.layout).store(p.to(kr.dtype))
     fence_async_shared()
-    gl.thread_barrier()
-    mbarrier.arrive(ready, count=1)
+    if NAMED_ID >= 0:
+        _named_bar(NAMED_ID, 384, True)
+    else:
+        gl.thread_barrier()
+        mbarrier.arrive(ready, count=1)
 
 
 @gluon.jit
@@ -157,7 +184,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
                 DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, fl_smem,
-                LAZY: gl.constexpr):
+                LAZY: gl.constexpr, NAMED: gl.constexpr = 0):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -200,7 +227,13 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                     fl_smem.index(stage).store(_any_ne(m_i, m_prev, 8))
                 else:
                     m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
-                _publish_p(p, alpha, ax_smem.index(stage), kr, p_ready.index(stage), BLOCK_M, PAGE)
+                if NAMED:
+                    if stage == 0:
+                        _publish_p(p, alpha, ax_smem.index(0), kr, p_ready.index(0), BLOCK_M, PAGE, P_BAR)
+                    else:
+                        _publish_p(p, alpha, ax_smem.index(1), kr, p_ready.index(1), BLOCK_M, PAGE, P_BAR + 1)
+                else:
+                    _publish_p(p, alpha, ax_smem.index(stage), kr, p_ready.index(stage), BLOCK_M, PAGE)
                 _stamp(trace_ptr, it, 3, TRACE)
                 it += 1
 
@@ -244,7 +277,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False):
+           fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -308,7 +341,13 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                         mbarrier.wait(kv_ready.index((CW + 1) * stage + 1 + WG * (CW // 2) + j), ph)
                 else:
                     mbarrier.wait(kv_ready.index(stage), ph)
-                mbarrier.wait(p_ready.index(stage), ph)
+                if NAMED:
+                    if stage == 0:
+                        _named_bar(P_BAR, 384, False)
+                    else:
+                        _named_bar(P_BAR + 1, 384, False)
+                else:
+                    mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                 rescale = True
@@ -327,11 +366,18 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 else:
                     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
-                gl.thread_barrier()
-                mbarrier.arrive(kv_free.index(stage), count=1)
+                if NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
+                    if stage == 0:
+                        _named_bar(FREE_BAR, 256, WG == 1)
+                    else:
+                        _named_bar(FREE_BAR + 1, 256, WG == 1)
+                else:
+                    gl.thread_barrier()
+                    mbarrier.arrive(kv_free.index(stage), count=1)
                 if WG == 0:
                     # both P.V done with this stage -> refill it, then look up the page after
-                    mbarrier.wait(kv_free.index(stage), ph)
+                    if not NAMED:
+                        mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
                     _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, CW,
                                      NCHUNK, PAGE, CHUNK)
@@ -401,7 +447,7 @@ def mla_decode_ws_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr, NAMED: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -415,13 +461,13 @@ def mla_decode_ws_kernel(
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
-                       fl_smem, LAZY)),
+                       fl_smem, LAZY, NAMED)),
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE, 256, 0, fl_smem, LAZY != 0)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0, NAMED)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE, 256, 0, fl_smem, LAZY != 0)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0, NAMED)),
     ], [4, 4], [PV_REGS, PV_REGS])
