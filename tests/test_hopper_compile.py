@@ -39,6 +39,8 @@ def test_compiles_for_sm90a(dtype, causal, config):
 WS_KERNELS = {
     "ws": (168, WS_SPILL_BUDGET, False),
     "ws2": (128, WS2_SPILL_BUDGET, False),
+    "ws-named": (168, WS_SPILL_BUDGET, False),     # NAMED = 1: hand-offs on named barriers (opt-in)
+    "ws2-named": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -57,3 +59,5 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
     assert r["n_spills"] <= spill_budget, r
     if not notes_allowed:
         assert not r["ptxas_notes"], r
+    if kind.endswith("-named"):   # P published (one per stage) and stage read (one per stage) are bar.arrive
+        assert r["bar_arrive"] >= 3, r

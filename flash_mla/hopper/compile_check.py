@@ -119,19 +119,20 @@ def stats(compiled) -> dict:
 
 
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
-    """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"pair"`` or ``"lockstep"``) plus its warp count and whether
-    its PTX targets sm_90a and uses ``setmaxnreg``."""
-    if kind == "ws":
-        k = compile_sm90_ws(dtype_str, causal)
-    elif kind == "ws2":
-        k = compile_sm90_ws2(dtype_str, causal)
+    """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-named"`` / ``"ws2-named"`` (NAMED = 1),
+    ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
+    named-barrier arrives (``bar.arrive``)."""
+    if kind in ("ws", "ws-named"):
+        k = compile_sm90_ws(dtype_str, causal, **({"NAMED": 1} if kind.endswith("named") else {}))
+    elif kind in ("ws2", "ws2-named"):
+        k = compile_sm90_ws2(dtype_str, causal, **({"NAMED": 1} if kind.endswith("named") else {}))
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)
     else:
         k = compile_sm90(dtype_str, causal, *config)
     ptx = k.asm["ptx"]
     return dict(stats(k), num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx,
-                setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx)
+                setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx, bar_arrive=len(re.findall(r"\bbar\.arrive\b", ptx)))
 
 
 def report_subprocess(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
