@@ -132,7 +132,8 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
         k = compile_sm90(dtype_str, causal, *config)
     ptx = k.asm["ptx"]
     return dict(stats(k), num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx,
-                setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx, bar_arrive=len(re.findall(r"\bbar\.arrive\b", ptx)))
+                setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx,
+                bar_arrive=len(re.findall(r"\bbar\.arrive\b", ptx)))
 
 
 def report_subprocess(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
