@@ -37,12 +37,13 @@ LAZY = 8               # the running row max moves only when a page's row max ex
                        # units; P <= 2^LAZY): alpha is then exactly 1 on almost every page, and a per-page flag
                        # lets the P.V warpgroups skip the O rescale; 0: exact running max, rescale every page
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
-NAMED = 0              # 1: the per-page hand-offs "P published" (softmax -> both P.V warpgroups) and "stage read"
+NAMED = 0              # 1: the per-page hand-offs "P published" (softmax -> each P.V warpgroup) and "stage read"
                        # (P.V warpgroup 1 -> 0, before the refill) on hardware named barriers (bar.arrive by the
                        # producer's threads, bar.sync by the consumer's) instead of mbarriers (arrive after a
-                       # warpgroup bar.sync, try_wait loop); ids P_BAR + stage, FREE_BAR + stage
-P_BAR = gl.constexpr(10)   # named barrier ids (Triton's partitions use 0-4, _any_ne 8 / 9)
-FREE_BAR = gl.constexpr(12)
+                       # warpgroup bar.sync, try_wait loop); ids P_BAR + 2 * stage + P.V warpgroup and
+                       # FREE_BAR + stage
+P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, _any_ne 8 / 9)
+FREE_BAR = gl.constexpr(14)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
 MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the partitions' setmaxnreg values
@@ -141,7 +142,10 @@ def _named_bar(BAR: gl.constexpr, COUNT: gl.constexpr, ARRIVE: gl.constexpr):
     """Hardware named barrier ``BAR`` over ``COUNT`` threads, called by all 128 threads of a warpgroup:
     ``bar.arrive`` (ARRIVE, the producer: its earlier shared-memory writes are ordered before the consumers' reads
     after their ``bar.sync``) or ``bar.sync`` (consumer). Unlike an mbarrier it has no phase: every arrive must be
-    matched by the consumers' syncs before the producer arrives on it again (the ring's order guarantees it)."""
+    matched by the consumers' syncs before the producer arrives on it again. For NAMED's two hand-offs the ring
+    guarantees it: the producer's next arrive on a stage's id (P of page n + 2; P.V warpgroup 1's "read" of page
+    n + 2) comes after it waited for page n + 2 to land, whose TMA P.V warpgroup 0 issues only after its "stage
+    read" sync of page n, which follows both P.V warpgroups' P syncs of page n."""
     z = gl.full([128], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0]))
     gl.inline_asm_elementwise(_bar_asm("arrive" if ARRIVE else "sync", BAR, COUNT), "=r,r", [z], dtype=gl.int32,
                               is_pure=False, pack=1)
@@ -150,12 +154,14 @@ def _named_bar(BAR: gl.constexpr, COUNT: gl.constexpr, ARRIVE: gl.constexpr):
 @gluon.jit
 def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, NAMED_ID: gl.constexpr = -1):
     """alpha and P (in the cache dtype, over the page's rope slot: its Q K^T is done) to the P.V warpgroups
-    (``NAMED_ID`` >= 0: named barrier over this warpgroup and both P.V warpgroups, else mbarrier ``ready``)."""
+    (``NAMED_ID`` >= 0: named barriers ``NAMED_ID`` and ``NAMED_ID + 1``, one per P.V warpgroup, so neither waits
+    for the other; else mbarrier ``ready``)."""
     ax_slot.store(alpha)
     kr._reinterpret(kr.dtype, [BLOCK_M, PAGE], kr.layout).store(p.to(kr.dtype))
     fence_async_shared()
     if NAMED_ID >= 0:
-        _named_bar(NAMED_ID, 384, True)
+        _named_bar(NAMED_ID, 256, True)
+        _named_bar(NAMED_ID + 1, 256, True)
     else:
         gl.thread_barrier()
         mbarrier.arrive(ready, count=1)
@@ -231,7 +237,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                     if stage == 0:
                         _publish_p(p, alpha, ax_smem.index(0), kr, p_ready.index(0), BLOCK_M, PAGE, P_BAR)
                     else:
-                        _publish_p(p, alpha, ax_smem.index(1), kr, p_ready.index(1), BLOCK_M, PAGE, P_BAR + 1)
+                        _publish_p(p, alpha, ax_smem.index(1), kr, p_ready.index(1), BLOCK_M, PAGE, P_BAR + 2)
                 else:
                     _publish_p(p, alpha, ax_smem.index(stage), kr, p_ready.index(stage), BLOCK_M, PAGE)
                 _stamp(trace_ptr, it, 3, TRACE)
@@ -343,9 +349,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     mbarrier.wait(kv_ready.index(stage), ph)
                 if NAMED:
                     if stage == 0:
-                        _named_bar(P_BAR, 384, False)
+                        _named_bar(P_BAR + WG, 256, False)
                     else:
-                        _named_bar(P_BAR + 1, 384, False)
+                        _named_bar(P_BAR + 2 + WG, 256, False)
                 else:
                     mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
