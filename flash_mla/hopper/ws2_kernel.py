@@ -138,8 +138,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 m_w = m_new
                 if LAZY:
                     fl_smem.index(SW).store(flag)
-                _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE,
-                           P_BAR + 2 * SW if NAMED else -1)
+                _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED, P_BAR + 2 * SW)
                 _stamp(trace_ptr, g, 3, TRACE)
             # this warpgroup's S of the chunk are done (each page ended with a thread barrier, NAMED: the barrier
             # below; a chunk without a page for it read nothing): the other may overwrite its half of Q

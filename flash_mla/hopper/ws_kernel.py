@@ -132,36 +132,38 @@ def _any_ne(a, b, BAR: gl.constexpr):
 
 
 @gluon.constexpr_function
-def _bar_asm(op, bar, count):
-    """PTX: named barrier ``bar`` over ``count`` threads, ``op`` = arrive (producer) or sync (consumer)."""
-    return f"bar.{op} {bar}, {count};\n\tmov.u32 $0, 0;"
+def _bar_asm(op, count):
+    """PTX: named barrier $1 (a register) over ``count`` threads, ``op`` = arrive (producer) or sync (consumer)."""
+    return f"bar.{op} $1, {count};\n\tmov.u32 $0, 0;"
 
 
 @gluon.jit
-def _named_bar(BAR: gl.constexpr, COUNT: gl.constexpr, ARRIVE: gl.constexpr):
-    """Hardware named barrier ``BAR`` over ``COUNT`` threads, called by all 128 threads of a warpgroup:
+def _named_bar(bar, COUNT: gl.constexpr, ARRIVE: gl.constexpr):
+    """Hardware named barrier ``bar`` (an id, the same in the whole warpgroup, may be a runtime value) over ``COUNT``
+    threads, called by all 128 threads of a warpgroup:
     ``bar.arrive`` (ARRIVE, the producer: its earlier shared-memory writes are ordered before the consumers' reads
     after their ``bar.sync``) or ``bar.sync`` (consumer). Unlike an mbarrier it has no phase: every arrive must be
     matched by the consumers' syncs before the producer arrives on it again. For NAMED's two hand-offs the ring
     guarantees it: the producer's next arrive on a stage's id (P of page n + 2; P.V warpgroup 1's "read" of page
     n + 2) comes after it waited for page n + 2 to land, whose TMA P.V warpgroup 0 issues only after its "stage
     read" sync of page n, which follows both P.V warpgroups' P syncs of page n."""
-    z = gl.full([128], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0]))
-    gl.inline_asm_elementwise(_bar_asm("arrive" if ARRIVE else "sync", BAR, COUNT), "=r,r", [z], dtype=gl.int32,
+    ids = gl.full([128], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0])) + bar
+    gl.inline_asm_elementwise(_bar_asm("arrive" if ARRIVE else "sync", COUNT), "=r,r", [ids], dtype=gl.int32,
                               is_pure=False, pack=1)
 
 
 @gluon.jit
-def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, NAMED_ID: gl.constexpr = -1):
+def _publish_p(p, alpha, ax_slot, kr, ready, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, NAMED: gl.constexpr = 0,
+               p_bar=0):
     """alpha and P (in the cache dtype, over the page's rope slot: its Q K^T is done) to the P.V warpgroups
-    (``NAMED_ID`` >= 0: named barriers ``NAMED_ID`` and ``NAMED_ID + 1``, one per P.V warpgroup, so neither waits
-    for the other; else mbarrier ``ready``)."""
+    (NAMED: named barriers ``p_bar`` and ``p_bar + 1``, one per P.V warpgroup, so neither waits for the other;
+    else mbarrier ``ready``)."""
     ax_slot.store(alpha)
     kr._reinterpret(kr.dtype, [BLOCK_M, PAGE], kr.layout).store(p.to(kr.dtype))
     fence_async_shared()
-    if NAMED_ID >= 0:
-        _named_bar(NAMED_ID, 256, True)
-        _named_bar(NAMED_ID + 1, 256, True)
+    if NAMED:
+        _named_bar(p_bar, 256, True)
+        _named_bar(p_bar + 1, 256, True)
     else:
         gl.thread_barrier()
         mbarrier.arrive(ready, count=1)
@@ -233,13 +235,8 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                     fl_smem.index(stage).store(_any_ne(m_i, m_prev, 8))
                 else:
                     m_i, alpha, p, l_i = _online_softmax(sv, m_i, l_i)
-                if NAMED:
-                    if stage == 0:
-                        _publish_p(p, alpha, ax_smem.index(0), kr, p_ready.index(0), BLOCK_M, PAGE, P_BAR)
-                    else:
-                        _publish_p(p, alpha, ax_smem.index(1), kr, p_ready.index(1), BLOCK_M, PAGE, P_BAR + 2)
-                else:
-                    _publish_p(p, alpha, ax_smem.index(stage), kr, p_ready.index(stage), BLOCK_M, PAGE)
+                _publish_p(p, alpha, ax_smem.index(stage), kr, p_ready.index(stage), BLOCK_M, PAGE, NAMED,
+                           P_BAR + 2 * stage)
                 _stamp(trace_ptr, it, 3, TRACE)
                 it += 1
 
@@ -348,10 +345,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 else:
                     mbarrier.wait(kv_ready.index(stage), ph)
                 if NAMED:
-                    if stage == 0:
-                        _named_bar(P_BAR + WG, 256, False)
-                    else:
-                        _named_bar(P_BAR + 2 + WG, 256, False)
+                    _named_bar(P_BAR + 2 * stage + WG, 256, False)
                 else:
                     mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
@@ -373,10 +367,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 if NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
-                    if stage == 0:
-                        _named_bar(FREE_BAR, 256, WG == 1)
-                    else:
-                        _named_bar(FREE_BAR + 1, 256, WG == 1)
+                    _named_bar(FREE_BAR + stage, 256, WG == 1)
                 else:
                     gl.thread_barrier()
                     mbarrier.arrive(kv_free.index(stage), count=1)
