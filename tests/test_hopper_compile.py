@@ -59,5 +59,5 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
     assert r["n_spills"] <= spill_budget, r
     if not notes_allowed:
         assert not r["ptxas_notes"], r
-    if kind.endswith("-named"):   # P published (one per stage) and stage read (one per stage) are bar.arrive
+    if kind.endswith("-named"):   # P published (one per P.V warpgroup) and stage read are bar.arrive
         assert r["bar_arrive"] >= 3, r

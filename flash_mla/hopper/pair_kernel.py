@@ -43,7 +43,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, _store_o
-from .ws_kernel import _stamp
+from .ws_kernel import _named_bar, _stamp
 
 NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
                        # (8 warps in all: up to 255 registers per thread at launch, no maxnreg)
@@ -61,14 +61,7 @@ M_INIT = gl.constexpr(-1.0e30)              # running max before the first key (
 def _bar(bar_id: gl.constexpr, ARRIVE: gl.constexpr):
     """Named barrier over both warpgroups (256 threads): ``bar.arrive`` (producer) or ``bar.sync`` (consumer).
     bar.arrive -> bar.sync orders the producer's earlier shared-memory writes before the consumer's reads."""
-    lay: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-    ids = gl.full([128], bar_id, gl.int32, layout=lay)
-    if ARRIVE:
-        gl.inline_asm_elementwise("bar.arrive $1, 256;\n\tmov.u32 $0, 0;", "=r,r", [ids], dtype=gl.int32,
-                                  is_pure=False, pack=1)
-    else:
-        gl.inline_asm_elementwise("bar.sync $1, 256;\n\tmov.u32 $0, 0;", "=r,r", [ids], dtype=gl.int32,
-                                  is_pure=False, pack=1)
+    _named_bar(bar_id, 256, ARRIVE)
 
 
 @gluon.jit
