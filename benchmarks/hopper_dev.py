@@ -125,7 +125,8 @@ _MODULE_DEFAULTS = {}   # (kernel kind, constant) -> its value before the first 
 def set_cfg(cfg):
     """A launcher config, or ``"ws:NAME=V,..."`` / ``"pair:NAME=V,..."``: that kernel with module constants of
     ws_kernel / pair_kernel overridden (e.g. ``ws:PV_REGS=184``); ``"auto:NAME=V,..."``: the constant set in both
-    ws_kernel and ws2_kernel (in whichever has it), the launcher's own choice of kernel; None restores the defaults."""
+    ws_kernel and ws2_kernel (in whichever has it; ``ws2.NAME=V``: in that one only), the launcher's own choice of
+    kernel; None restores the defaults."""
     import flash_mla.hopper.launcher as hl
     import flash_mla.hopper.pair_kernel as P
     import flash_mla.hopper.ws_kernel as W
@@ -142,6 +143,10 @@ def set_cfg(cfg):
             mod = mods[mk][0]
             for kv in cfg.split(":", 1)[1].split(","):
                 k, v = kv.split("=")
+                if "." in k:   # "auto:ws2.PV_REGS=176": that kernel's constant only
+                    only, k = k.split(".")
+                    if only != mk:
+                        continue
                 if kind == "auto" and not hasattr(mod, k):   # a constant only one of the two kernels has
                     continue
                 _MODULE_DEFAULTS.setdefault((mk, k), getattr(mod, k))

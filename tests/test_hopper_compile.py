@@ -13,6 +13,9 @@ WS_SPILL_BUDGET = 64
 # The two-softmax-warpgroup kernel (ws2_kernel, default for more than 64 rows): 80 bytes of scalar spills in its
 # 160-register P.V warpgroups (none with 176 / 80 registers, docs/perf-notes.md). Guard against it growing.
 WS2_SPILL_BUDGET = 256
+# ws2 with EARLY = 1 (opt-in): 352-372 bytes at 160 / 96 registers (40 at 176 / 80): the half-page refill is issued
+# while both P.V accumulators are live.
+WS2_EARLY_SPILL_BUDGET = 512
 # The opt-in paired kernel (pair_kernel, not the default) spills ~1 KB: hoisted 64-bit wgmma descriptors of the
 # Q K^T halves, reloaded once per page (docs/perf-notes.md). Guard against it growing.
 PAIR_SPILL_BUDGET = 1200
@@ -41,6 +44,8 @@ WS_KERNELS = {
     "ws2": (128, WS2_SPILL_BUDGET, False),
     "ws-named": (168, WS_SPILL_BUDGET, False),     # NAMED = 1: hand-offs on named barriers (opt-in)
     "ws2-named": (128, WS2_SPILL_BUDGET, False),
+    "ws-early": (168, WS_SPILL_BUDGET, False),     # EARLY = 1: keys 0-31 refilled after half the P.V (opt-in)
+    "ws2-early": (128, WS2_EARLY_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -61,3 +66,5 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert not r["ptxas_notes"], r
     if kind.endswith("-named"):   # P published (one per P.V warpgroup) and stage read are bar.arrive
         assert r["bar_arrive"] >= 3, r
+    if kind.endswith("-early"):   # "keys 0-31 read" (P.V warpgroup 1 -> 0); the page in 32 x 64 TMA boxes
+        assert r["bar_arrive"] >= 1 and r["tma"] >= 17, r
