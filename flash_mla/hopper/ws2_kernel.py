@@ -40,7 +40,7 @@ CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope column
 LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
-NAMED = 0              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers)
+NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers)
 EARLY = 0              # as ws_kernel.EARLY (keys 0-31 of a page refilled after the first half of its P.V); S then
                        # runs over the latent pieces first and the rope columns (which land last) at the end
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)

@@ -38,7 +38,7 @@ LAZY = 8               # the running row max moves only when a page's row max ex
                        # units; P <= 2^LAZY): alpha is then exactly 1 on almost every page, and a per-page flag
                        # lets the P.V warpgroups skip the O rescale; 0: exact running max, rescale every page
 PV_REGS = 192          # setmaxnreg of each P·V warpgroup (O half: 128 fp32 registers)
-NAMED = 0              # 1: the per-page hand-offs "P published" (softmax -> each P.V warpgroup) and "stage read"
+NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> each P.V warpgroup) and "stage read"
                        # (P.V warpgroup 1 -> 0, before the refill) on hardware named barriers (bar.arrive by the
                        # producer's threads, bar.sync by the consumer's) instead of mbarriers (arrive after a
                        # warpgroup bar.sync, try_wait loop); ids P_BAR + 2 * stage + P.V warpgroup and
