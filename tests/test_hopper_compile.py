@@ -42,10 +42,11 @@ def test_compiles_for_sm90a(dtype, causal, config):
 WS_KERNELS = {
     "ws": (168, WS_SPILL_BUDGET, False),
     "ws2": (128, WS2_SPILL_BUDGET, False),
-    "ws-named": (168, WS_SPILL_BUDGET, False),     # NAMED = 1: hand-offs on named barriers (opt-in)
-    "ws2-named": (128, WS2_SPILL_BUDGET, False),
+    "ws-mbar": (168, WS_SPILL_BUDGET, False),      # NAMED = 0: the per-page hand-offs on mbarriers (the
+    "ws2-mbar": (128, WS2_SPILL_BUDGET, False),    # default until 2026-12-06; kept as a fallback)
     "ws-early": (168, WS_SPILL_BUDGET, False),     # EARLY = 1: keys 0-31 refilled after half the P.V (opt-in)
     "ws2-early": (128, WS2_EARLY_SPILL_BUDGET, False),
+    "ws2-own": (128, WS2_SPILL_BUDGET, False),     # EARLY = 2: each P.V warpgroup refills its own pieces (opt-in)
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -64,7 +65,9 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
     assert r["n_spills"] <= spill_budget, r
     if not notes_allowed:
         assert not r["ptxas_notes"], r
-    if kind.endswith("-named"):   # P published (one per P.V warpgroup) and stage read are bar.arrive
+    if kind in ("ws", "ws2"):   # NAMED: P published (one per P.V warpgroup) and stage read are bar.arrive
         assert r["bar_arrive"] >= 3, r
+    if kind.endswith("-mbar"):
+        assert r["bar_arrive"] == 0, r
     if kind.endswith("-early"):   # "keys 0-31 read" (P.V warpgroup 1 -> 0); the page in 32 x 64 TMA boxes
         assert r["bar_arrive"] >= 1 and r["tma"] >= 17, r

@@ -47,7 +47,7 @@ def _compile(kernel, dtype_str: str, consts: dict, options: dict, v_box: int = K
     """``kernel`` compiled for sm_90a with the cache's TMA layout for ``dtype_str`` (no GPU needed; EARLY in
     ``consts``: ``k_desc``'s box is 32 x 64, as the launcher makes it)."""
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], _GL[dtype_str])
-    k_rows = K.PAGE // 2 if consts.get("EARLY") else K.PAGE
+    k_rows = K.PAGE // 2 if consts.get("EARLY") == 1 else K.PAGE
     consts = {"BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, **consts}
     src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box, k_rows), consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
@@ -122,14 +122,14 @@ def stats(compiled) -> dict:
 
 
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
-    """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-named"`` / ``"ws2-named"`` (NAMED = 1),
-    ``"ws-early"`` / ``"ws2-early"`` (EARLY = 1),
+    """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
+    ``"ws-early"`` / ``"ws2-early"`` (EARLY = 1), ``"ws2-own"`` (EARLY = 2, CHUNK_WAIT = 4),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
-    flags = {"named": {"NAMED": 1}, "early": {"EARLY": 1}}.get(kind.partition("-")[2], {})
-    if kind in ("ws", "ws-named", "ws-early"):
+    flags = {"mbar": {"NAMED": 0}, "early": {"EARLY": 1}, "own": {"EARLY": 2, "CW": 4}}.get(kind.partition("-")[2], {})
+    if kind in ("ws", "ws-mbar", "ws-early"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-named", "ws2-early"):
+    elif kind in ("ws2", "ws2-mbar", "ws2-early", "ws2-own"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)

@@ -128,7 +128,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         v_box = P.V_BOX
     elif cfg == WS2 and W2.CHUNK_WAIT:
         v_box //= W2.CHUNK_WAIT
-    early = (cfg == WS and W.EARLY) or (cfg == WS2 and W2.EARLY)
+    early = (cfg == WS and W.EARLY == 1) or (cfg == WS2 and W2.EARLY == 1)   # (EARLY = 2 keeps the 64-row box)
     k_desc, v_desc = make_descriptors(k_cache, v_box, K.PAGE // 2 if early else K.PAGE)
     if cfg == WS:
         launch = _launch_ws

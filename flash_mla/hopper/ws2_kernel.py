@@ -41,8 +41,9 @@ LAZY = 8               # the shared row max moves only when a page's row max exc
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
 NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers)
-EARLY = 0              # as ws_kernel.EARLY (keys 0-31 of a page refilled after the first half of its P.V); S then
-                       # runs over the latent pieces first and the rope columns (which land last) at the end
+EARLY = 0              # as ws_kernel.EARLY (1: keys 0-31 of a page refilled after the first half of its P.V; 2,
+                       # with CHUNK_WAIT = 4: each P.V warpgroup refills its own latent pieces as it has read them);
+                       # S then runs over the latent pieces in landing order and the rope columns (last) at the end
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -102,7 +103,22 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 _stamp(trace_ptr, g, 0, TRACE)
                 # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
                 # starts on the rope piece and waits for each latent piece just before its first chunk
-                if EARLY:   # the rope columns land last (their slot holds P until the whole P.V is done)
+                if EARLY == 2:   # pieces land in the order 1, 3 (each P.V warpgroup's first), 2, 4, rope
+                    mbarrier.wait(kv_ready.index(5 * SW + 1), ph)
+                    s = warpgroup_mma(q3.index(0), kv3.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
+                    s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+                    for ch in range(1, NV):
+                        pr = ch // 2
+                        base = (pr % 2) * 4 + (pr // 2) * 2        # tiles 0 1 | 4 5 | 2 3 | 6 7
+                        if ch % 2 == 0:
+                            mbarrier.wait(kv_ready.index(5 * SW + 1 + base // 2), ph)
+                        s = warpgroup_mma(q3.index(base + ch % 2), kv3.index(base + ch % 2).permute((1, 0)), s,
+                                          is_async=True)
+                        s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+                    mbarrier.wait(kv_ready.index(5 * SW), ph)
+                    _stamp(trace_ptr, g, 1, TRACE)
+                    s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
+                elif EARLY:   # the rope columns land last (their slot holds P until the whole P.V is done)
                     mbarrier.wait(kv_ready.index((CW + 1) * SW + (CW > 0)), ph)   # latent piece 1 (or the page)
                     s = warpgroup_mma(q3.index(0), kv3.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))

@@ -30,7 +30,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from .kernel import (_issue_page_at, _issue_page_groups, _online_softmax, _part_meta, _split_slot, _ss_chunk,
+from .kernel import (_issue_page_at, _issue_page_groups, _issue_piece, _online_softmax, _part_meta, _split_slot, _ss_chunk,
                      _ss_zero_v, _stage_q, _store_lse, _store_o)
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
@@ -46,10 +46,13 @@ NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> eac
 EARLY = 0              # 1: the P.V warpgroups read a page in two key halves (two k = 32 wgmma groups); once both
                        # have read keys 0-31, P.V warpgroup 0 refills those rows of the latent part (named barrier
                        # EARLY_BAR + stage, P.V warpgroup 1 -> 0) while the second half runs; the rest of the page
-                       # (keys 32-63 and the rope slot that holds P) after the whole P.V. TMA box: 32 x 64
+                       # (keys 32-63 and the rope slot that holds P) after the whole P.V. TMA box: 32 x 64.
+                       # 2 (ws2 with CHUNK_WAIT = 4 only): each P.V warpgroup refills the latent pieces it reads
+                       # itself (its first 128 columns once its first accumulator's wgmma is done, then the other
+                       # 128): no cross-warpgroup wait; the rope slot after both, as before
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
-EARLY_BAR = gl.constexpr(6)   # ids 6-7 (EARLY)
+EARLY_BAR = gl.constexpr(6)   # ids 6-7 (EARLY = 1)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
 MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the partitions' setmaxnreg values
@@ -355,19 +358,22 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln = 0
     ln_end = 0
     lpage = 0
-    if WG == 0:
+    OWN: gl.constexpr = EARLY == 2
+    gl.static_assert((not OWN) or (SPLIT and CW == 4), "EARLY = 2: two accumulators per warpgroup, CHUNK_WAIT 4")
+    if (WG == 0) | OWN:   # (OWN: warpgroup 1 keeps the same cursor: it refills its own pieces)
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
         lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
                                             seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
                                             bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(2):
-            if EARLY:
-                _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, 0, CW, PAGE, CHUNK)
-                _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, 1, CW, PAGE, CHUNK)
-            else:
-                _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK,
-                                 PAGE, CHUNK)
+            if WG == 0:
+                if EARLY == 1:
+                    _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, 0, CW, PAGE, CHUNK)
+                    _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, 1, CW, PAGE, CHUNK)
+                else:
+                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK,
+                                     PAGE, CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -407,7 +413,16 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     if SPLIT:
                         acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                if EARLY:   # keys 0-31, then 32-63; rows 0-31 of the stage refilled once both have read them
+                if OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read
+                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
+                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                    acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
+                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1 + 2 * WG,
+                                 PAGE, CHUNK)
+                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
+                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2 + 2 * WG,
+                                 PAGE, CHUNK)
+                elif EARLY == 1:   # keys 0-31, then 32-63; rows 0-31 of the stage refilled once both have read them
                     KH: gl.constexpr = PAGE // 2
                     for h in gl.static_range(2):
                         ph_s = p_smem.slice(h * KH, KH, dim=1)
@@ -447,12 +462,16 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     if not NAMED:
                         mbarrier.wait(kv_free.index(stage), ph)
                     fence_async_shared()
-                    if EARLY:
+                    if OWN:      # the rope slot (P) only: the latent pieces went as each was read
+                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 0,
+                                     PAGE, CHUNK)
+                    elif EARLY == 1:
                         _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1, CW, PAGE,
                                     CHUNK)
                     else:
                         _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, CW,
                                          NCHUNK, PAGE, CHUNK)
+                if (WG == 0) | OWN:
                     lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
                                                         begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
                 _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
