@@ -13,9 +13,6 @@ WS_SPILL_BUDGET = 64
 # The two-softmax-warpgroup kernel (ws2_kernel, default for more than 64 rows): 80 bytes of scalar spills in its
 # 160-register P.V warpgroups (none with 176 / 80 registers, docs/perf-notes.md). Guard against it growing.
 WS2_SPILL_BUDGET = 256
-# ws2 with EARLY = 1 (opt-in): 352-372 bytes at 160 / 96 registers (40 at 176 / 80): the half-page refill is issued
-# while both P.V accumulators are live.
-WS2_EARLY_SPILL_BUDGET = 512
 # The opt-in paired kernel (pair_kernel, not the default) spills ~1 KB: hoisted 64-bit wgmma descriptors of the
 # Q K^T halves, reloaded once per page (docs/perf-notes.md). Guard against it growing.
 PAIR_SPILL_BUDGET = 1200
@@ -44,9 +41,7 @@ WS_KERNELS = {
     "ws2": (128, WS2_SPILL_BUDGET, False),
     "ws-mbar": (168, WS_SPILL_BUDGET, False),      # NAMED = 0: the per-page hand-offs on mbarriers (the
     "ws2-mbar": (128, WS2_SPILL_BUDGET, False),    # default until 2026-12-06; kept as a fallback)
-    "ws-early": (168, WS_SPILL_BUDGET, False),     # EARLY = 1: keys 0-31 refilled after half the P.V (opt-in)
-    "ws2-early": (128, WS2_EARLY_SPILL_BUDGET, False),
-    "ws2-own": (128, WS2_SPILL_BUDGET, False),     # EARLY = 2: each P.V warpgroup refills its own pieces (opt-in)
+    "ws2-own": (128, WS2_SPILL_BUDGET, False),     # OWN = 1: each P.V warpgroup refills its own pieces (opt-in)
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -69,5 +64,5 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["bar_arrive"] >= 3, r
     if kind.endswith("-mbar"):
         assert r["bar_arrive"] == 0, r
-    if kind.endswith("-early"):   # "keys 0-31 read" (P.V warpgroup 1 -> 0); the page in 32 x 64 TMA boxes
-        assert r["bar_arrive"] >= 1 and r["tma"] >= 17, r
+    if kind.endswith("-own"):    # 5 TMA pieces per page, issued from both P.V warpgroups
+        assert r["tma"] >= 15, r

@@ -16,12 +16,11 @@ from . import kernel as K
 SMEM_LIMIT = 232448  # 227 KB opt-in shared memory per block on H100
 
 
-def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD_DIM_V // K.CHUNK,
-         k_rows: int = K.PAGE) -> dict:
+def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD_DIM_V // K.CHUNK) -> dict:
     """Argument types of ``kernel`` (in its parameter order) for bf16/fp16 and the cache's TMA layout
-    (``v_box``: 64-column tiles per box of the chunk-major latent descriptor; ``k_rows``: rows of ``k_desc``'s box)."""
+    (``v_box``: 64-column tiles per box of the chunk-major latent descriptor)."""
     ptr = f"*{dtype_str}"
-    desc = f"tensordesc<{dtype_str}[{k_rows}, {K.CHUNK}],{layout!r}>"
+    desc = f"tensordesc<{dtype_str}[{K.PAGE}, {K.CHUNK}],{layout!r}>"
     nv = v_box
     layout3 = gl.NVMMASharedLayout.get_default_for([nv, K.PAGE, K.CHUNK], _GL[dtype_str])
     vdesc = f"tensordesc<{dtype_str}[{nv}, {K.PAGE}, {K.CHUNK}],{layout3!r}>"
@@ -44,12 +43,10 @@ _GL = {"bf16": gl.bfloat16, "fp16": gl.float16}
 
 
 def _compile(kernel, dtype_str: str, consts: dict, options: dict, v_box: int = K.HEAD_DIM_V // K.CHUNK):
-    """``kernel`` compiled for sm_90a with the cache's TMA layout for ``dtype_str`` (no GPU needed; EARLY in
-    ``consts``: ``k_desc``'s box is 32 x 64, as the launcher makes it)."""
+    """``kernel`` compiled for sm_90a with the cache's TMA layout for ``dtype_str`` (no GPU needed)."""
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], _GL[dtype_str])
-    k_rows = K.PAGE // 2 if consts.get("EARLY") == 1 else K.PAGE
     consts = {"BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, **consts}
-    src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box, k_rows), consts)
+    src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box), consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -63,7 +60,7 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS,
-              "LAZY": int(W.LAZY), "NAMED": int(W.NAMED), "EARLY": int(W.EARLY), **overrides}
+              "LAZY": int(W.LAZY), "NAMED": int(W.NAMED), **overrides}
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
@@ -72,7 +69,7 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     from . import ws2_kernel as W2
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
-              "NAMED": int(W2.NAMED), "EARLY": int(W2.EARLY), **overrides}
+              "NAMED": int(W2.NAMED), "OWN": int(W2.OWN), **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG},
                     v_box=v_box)
@@ -123,13 +120,13 @@ def stats(compiled) -> dict:
 
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
-    ``"ws-early"`` / ``"ws2-early"`` (EARLY = 1), ``"ws2-own"`` (EARLY = 2, CHUNK_WAIT = 4),
+    ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
-    flags = {"mbar": {"NAMED": 0}, "early": {"EARLY": 1}, "own": {"EARLY": 2, "CW": 4}}.get(kind.partition("-")[2], {})
-    if kind in ("ws", "ws-mbar", "ws-early"):
+    flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
+    if kind in ("ws", "ws-mbar"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-mbar", "ws2-early", "ws2-own"):
+    elif kind in ("ws2", "ws2-mbar", "ws2-own"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)

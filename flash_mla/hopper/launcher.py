@@ -50,15 +50,14 @@ def _smem_layout_3d(torch_dtype, box=K.HEAD_DIM_V // K.CHUNK):
     return gl.NVMMASharedLayout.get_default_for([box, K.PAGE, K.CHUNK], _GL_DTYPE[torch_dtype])
 
 
-def make_descriptors(k_cache, v_box: int = K.HEAD_DIM_V // K.CHUNK, k_rows: int = K.PAGE):
-    """TMA descriptors over the cache: ``k_desc`` views it as ``[num_blocks*64, 576]`` (box k_rows x 64: 64, or 32
-    for the EARLY variant of the ws kernels, which loads a page in key halves);
+def make_descriptors(k_cache, v_box: int = K.HEAD_DIM_V // K.CHUNK):
+    """TMA descriptors over the cache: ``k_desc`` views it as ``[num_blocks*64, 576]`` (box 64 x 64);
     ``v_desc`` views its latent part chunk-major as ``[8, num_blocks*64, 64]`` (box v_box x 64 x 64: the whole
     latent part, or half of it), whose box lands in shared memory exactly in the swizzled ``[64, 512]`` layout the
     tensor cores read."""
     rows = k_cache.shape[0] * K.PAGE
     rs = k_cache.stride(1)
-    k_desc = TensorDescriptor(k_cache, [rows, K.HEAD_DIM], [rs, 1], [k_rows, K.CHUNK], _smem_layout(k_cache.dtype))
+    k_desc = TensorDescriptor(k_cache, [rows, K.HEAD_DIM], [rs, 1], [K.PAGE, K.CHUNK], _smem_layout(k_cache.dtype))
     nv = K.HEAD_DIM_V // K.CHUNK
     v_desc = TensorDescriptor(k_cache, [nv, rows, K.CHUNK], [K.CHUNK, rs, 1], [v_box, K.PAGE, K.CHUNK],
                               _smem_layout_3d(k_cache.dtype, v_box))
@@ -128,17 +127,16 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         v_box = P.V_BOX
     elif cfg == WS2 and W2.CHUNK_WAIT:
         v_box //= W2.CHUNK_WAIT
-    early = (cfg == WS and W.EARLY == 1) or (cfg == WS2 and W2.EARLY == 1)   # (EARLY = 2 keeps the 64-row box)
-    k_desc, v_desc = make_descriptors(k_cache, v_box, K.PAGE // 2 if early else K.PAGE)
+    k_desc, v_desc = make_descriptors(k_cache, v_box)
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED), EARLY=int(W.EARLY),
+        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED),
                        TRACE=W.TRACE_MODE if W.TRACE_BUF is not None else 0, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT), LAZY=int(W2.LAZY),
-                       NAMED=int(W2.NAMED), EARLY=int(W2.EARLY),
+                       NAMED=int(W2.NAMED), OWN=int(W2.OWN),
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG)
     elif cfg == PAIR:

@@ -41,9 +41,9 @@ LAZY = 8               # the shared row max moves only when a page's row max exc
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
 NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers)
-EARLY = 0              # as ws_kernel.EARLY (1: keys 0-31 of a page refilled after the first half of its P.V; 2,
-                       # with CHUNK_WAIT = 4: each P.V warpgroup refills its own latent pieces as it has read them);
-                       # S then runs over the latent pieces in landing order and the rope columns (last) at the end
+OWN = 0                # 1 (with CHUNK_WAIT = 4; opt-in, not yet timed): each P.V warpgroup refills the latent pieces
+                       # it reads itself, each once its accumulator's wgmma is done (no cross-warpgroup wait; the rope
+                       # piece, which holds P, after both as before); S runs over the pieces in landing order, rope last
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -56,7 +56,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 NAMED: gl.constexpr = 0, EARLY: gl.constexpr = 0):
+                 NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
@@ -103,7 +103,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 _stamp(trace_ptr, g, 0, TRACE)
                 # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
                 # starts on the rope piece and waits for each latent piece just before its first chunk
-                if EARLY == 2:   # pieces land in the order 1, 3 (each P.V warpgroup's first), 2, 4, rope
+                if OWN:   # pieces land in the order 1, 3 (each P.V warpgroup's first), 2, 4, rope
                     mbarrier.wait(kv_ready.index(5 * SW + 1), ph)
                     s = warpgroup_mma(q3.index(0), kv3.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
@@ -116,20 +116,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                                           is_async=True)
                         s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
                     mbarrier.wait(kv_ready.index(5 * SW), ph)
-                    _stamp(trace_ptr, g, 1, TRACE)
-                    s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
-                elif EARLY:   # the rope columns land last (their slot holds P until the whole P.V is done)
-                    mbarrier.wait(kv_ready.index((CW + 1) * SW + (CW > 0)), ph)   # latent piece 1 (or the page)
-                    s = warpgroup_mma(q3.index(0), kv3.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
-                    s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
-                    for ch in range(1, NV):
-                        if CW:
-                            if ch % (NV // CW) == 0:
-                                mbarrier.wait(kv_ready.index((CW + 1) * SW + 1 + ch // (NV // CW)), ph)
-                        s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
-                        s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
-                    if CW:
-                        mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)
                     _stamp(trace_ptr, g, 1, TRACE)
                     s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
                 else:
@@ -217,7 +203,7 @@ def mla_decode_ws2_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-    NAMED: gl.constexpr, EARLY: gl.constexpr, num_warps: gl.constexpr,
+    NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
@@ -250,19 +236,19 @@ def mla_decode_ws2_kernel(
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, NAMED, EARLY)),
+                  fl_smem, LAZY != 0, NAMED, OWN)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, NAMED, EARLY)),
+                  fl_smem, LAZY != 0, NAMED, OWN)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, EARLY)),
+                        NAMED, OWN)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, EARLY)),
+                        NAMED, OWN)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

@@ -25,7 +25,6 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
-    tma,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
@@ -43,16 +42,8 @@ NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> eac
                        # producer's threads, bar.sync by the consumer's) instead of mbarriers (arrive after a
                        # warpgroup bar.sync, try_wait loop); ids P_BAR + 2 * stage + P.V warpgroup and
                        # FREE_BAR + stage
-EARLY = 0              # 1: the P.V warpgroups read a page in two key halves (two k = 32 wgmma groups); once both
-                       # have read keys 0-31, P.V warpgroup 0 refills those rows of the latent part (named barrier
-                       # EARLY_BAR + stage, P.V warpgroup 1 -> 0) while the second half runs; the rest of the page
-                       # (keys 32-63 and the rope slot that holds P) after the whole P.V. TMA box: 32 x 64.
-                       # 2 (ws2 with CHUNK_WAIT = 4 only): each P.V warpgroup refills the latent pieces it reads
-                       # itself (its first 128 columns once its first accumulator's wgmma is done, then the other
-                       # 128): no cross-warpgroup wait; the rope slot after both, as before
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
-EARLY_BAR = gl.constexpr(6)   # ids 6-7 (EARLY = 1)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
 MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the partitions' setmaxnreg values
@@ -283,58 +274,22 @@ def _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, page, ok, stage
 
 
 @gluon.jit
-def _issue_half(k_desc, kv_smem, kr_smem, kv_ready, page, ok, stage, HALF_IDX: gl.constexpr, CW: gl.constexpr,
-                PAGE: gl.constexpr, CHUNK: gl.constexpr):
-    """EARLY: half ``HALF_IDX`` of ``page`` into ring ``stage`` with ``k_desc``'s 32 x 64 box. Half 0: the latent
-    columns of keys 0-31, after the byte counts of the whole page are expected on every barrier of the stage (one
-    phase per page; the copies of half 1 land on the same barriers); half 1: keys 32-63 and the rope columns.
-    Barriers as ``_issue_ring_page``: CW = 0 one per stage, else ``kv_ready[(CW + 1) * stage + piece]`` (piece 0
-    the rope columns, piece k the k-th of CW latent pieces)."""
-    RH: gl.constexpr = k_desc.block_type.shape[0]
-    NV: gl.constexpr = kv_smem.shape[2] // CHUNK
-    eb: gl.constexpr = k_desc.dtype.primitive_bitwidth // 8
-    row = page * PAGE + HALF_IDX * RH
-    kv = kv_smem.index(stage)
-    if HALF_IDX == 0:
-        if CW:
-            mbarrier.expect(kv_ready.index((CW + 1) * stage), PAGE * CHUNK * eb, pred=ok)
-            for k in gl.static_range(CW):
-                mbarrier.expect(kv_ready.index((CW + 1) * stage + 1 + k), (NV // CW) * PAGE * CHUNK * eb, pred=ok)
-        else:
-            mbarrier.expect(kv_ready.index(stage), (NV + 1) * PAGE * CHUNK * eb, pred=ok)
-    for c in gl.static_range(NV):
-        if CW:
-            bar = kv_ready.index((CW + 1) * stage + 1 + c // (NV // CW))
-        else:
-            bar = kv_ready.index(stage)
-        tma.async_copy_global_to_shared(k_desc, [row, c * CHUNK], bar,
-                                        kv.slice(c * CHUNK, CHUNK, dim=1).slice(HALF_IDX * RH, RH, dim=0), pred=ok)
-    if HALF_IDX == 1:
-        if CW:
-            rbar = kv_ready.index((CW + 1) * stage)
-        else:
-            rbar = kv_ready.index(stage)
-        for h in gl.static_range(PAGE // RH):
-            tma.async_copy_global_to_shared(k_desc, [page * PAGE + h * RH, NV * CHUNK], rbar,
-                                            kr_smem.index(stage).slice(h * RH, RH, dim=0), pred=ok)
-
-
-@gluon.jit
 def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, EARLY: gl.constexpr = 0):
+           fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
     refills the stage two pages ahead (CW > 0: the rope columns and CW latent pieces with one mbarrier each,
     ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``). FLAG: the softmax side also
     publishes ``fl_smem[stage]`` (int32, the same in every slot), 0 when every alpha of the page is exactly 1: O
-    is then not rescaled. EARLY: P.V in two key halves, the first half's latent rows refilled as soon as both
-    warpgroups have read them (``_issue_half``)."""
+    is then not rescaled. OWN (ws2 with CW = 4, opt-in): each P.V warpgroup refills the two latent pieces it reads
+    itself, each as soon as its accumulator's wgmma is done (pieces 1 + 2 WG, then 2 + 2 WG); warpgroup 0 the rope
+    piece (which holds P) after both."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -358,8 +313,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln = 0
     ln_end = 0
     lpage = 0
-    OWN: gl.constexpr = EARLY == 2
-    gl.static_assert((not OWN) or (SPLIT and CW == 4), "EARLY = 2: two accumulators per warpgroup, CHUNK_WAIT 4")
+    gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
     if (WG == 0) | OWN:   # (OWN: warpgroup 1 keeps the same cursor: it refills its own pieces)
         L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
                                      end_seqlen)
@@ -368,12 +322,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                                             bt_ptr, stride_bt, PAGE)
         for j in gl.static_range(2):
             if WG == 0:
-                if EARLY == 1:
-                    _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, 0, CW, PAGE, CHUNK)
-                    _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, 1, CW, PAGE, CHUNK)
-                else:
-                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK,
-                                     PAGE, CHUNK)
+                _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK, PAGE,
+                                 CHUNK)
             lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
                                                 begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -422,28 +372,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
                     _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2 + 2 * WG,
                                  PAGE, CHUNK)
-                elif EARLY == 1:   # keys 0-31, then 32-63; rows 0-31 of the stage refilled once both have read them
-                    KH: gl.constexpr = PAGE // 2
-                    for h in gl.static_range(2):
-                        ph_s = p_smem.slice(h * KH, KH, dim=1)
-                        v_h = kv.slice(h * KH, KH, dim=0)
-                        acc = warpgroup_mma(ph_s, v_h.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                        if SPLIT:
-                            acc1 = warpgroup_mma(ph_s, v_h.slice(WG * HALF + PV_N, PV_N, dim=1), acc1,
-                                                 is_async=True)
-                    if SPLIT:
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=2, deps=(acc, acc1))
-                    else:
-                        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-                    _named_bar(EARLY_BAR + stage, 256, WG == 1)
-                    if WG == 0:
-                        fence_async_shared()
-                        _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 0, CW, PAGE,
-                                    CHUNK)
-                    if SPLIT:
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                    else:
-                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 else:
                     acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
                     if SPLIT:
@@ -465,9 +393,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     if OWN:      # the rope slot (P) only: the latent pieces went as each was read
                         _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 0,
                                      PAGE, CHUNK)
-                    elif EARLY == 1:
-                        _issue_half(k_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1, CW, PAGE,
-                                    CHUNK)
                     else:
                         _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, CW,
                                          NCHUNK, PAGE, CHUNK)
@@ -538,7 +463,7 @@ def mla_decode_ws_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr, NAMED: gl.constexpr, EARLY: gl.constexpr,
+    PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr, NAMED: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
@@ -556,9 +481,9 @@ def mla_decode_ws_kernel(
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE, 256, 0, fl_smem, LAZY != 0, NAMED, EARLY)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0, NAMED)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
-                   TRACE, 256, 0, fl_smem, LAZY != 0, NAMED, EARLY)),
+                   TRACE, 256, 0, fl_smem, LAZY != 0, NAMED)),
     ], [4, 4], [PV_REGS, PV_REGS])
