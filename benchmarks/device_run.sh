@@ -18,7 +18,8 @@ for step in $steps; do
     tests) python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py -p no:cacheprovider 2>&1 \
              | tee "$OUT/tests.log" | tail -n 25 ;;
     sanitize) for tool in memcheck racecheck; do
-                compute-sanitizer --tool $tool --error-exitcode 1 python3 benchmarks/sanitize_small.py \
+                PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --error-exitcode 1 \
+                  python3 benchmarks/sanitize_small.py \
                   > "$OUT/sanitize_$tool.log" 2>&1; echo "compute-sanitizer $tool: exit $?"; tail -n 3 "$OUT/sanitize_$tool.log"
               done ;;
     consan) TRITON_INSTRUMENTATION_MODE=consan python3 benchmarks/sanitize_small.py > "$OUT/consan.log" 2>&1

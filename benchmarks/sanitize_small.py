@@ -3,7 +3,10 @@
     compute-sanitizer --tool memcheck python3 benchmarks/sanitize_small.py
     SANITIZE_HOPPER_CFG=pair compute-sanitizer --tool racecheck python3 benchmarks/sanitize_small.py
 Lengths cross page boundaries and force splits (so the combine runs); block-table entries past each
-sequence's pages hold 2147480000 and cache rows past each end hold NaN, so any stray read shows.
+sequence's pages hold 2147480000 and cache rows past each end hold NaN, so any stray read shows. 8 scheduler parts
+for this little work leave 2 parts empty (begin_idx = batch): a kernel that reads cache_seqlens[begin_idx] there
+reads past the tensor, which memcheck sees only without PyTorch's caching allocator (device_run.sh sets
+PYTORCH_NO_CUDA_MEMORY_CACHING=1; the ws kernels did that until 2026-12-06).
 """
 import os
 

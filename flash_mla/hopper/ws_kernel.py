@@ -315,17 +315,20 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     lpage = 0
     gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
     if (WG == 0) | OWN:   # (OWN: warpgroup 1 keeps the same cursor: it refills its own pieces)
-        L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
-                                     end_seqlen)
-        lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
-                                            seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
-                                            bt_ptr, stride_bt, PAGE)
-        for j in gl.static_range(2):
-            if WG == 0:
-                _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK, PAGE,
-                                 CHUNK)
-            lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part, begin_idx,
-                                                begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
+        # an empty part (begin_idx = batch > end_idx) has no sequence to read: cache_seqlens[begin_idx] and its
+        # block-table row would be out of bounds, and no page may be issued (nobody would wait for it)
+        if begin_idx <= end_idx:
+            L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
+                                         end_seqlen)
+            lbi, ln, ln_end, lpage = _next_page(lbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
+                                                seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
+                                                bt_ptr, stride_bt, PAGE)
+            for j in gl.static_range(2):
+                if WG == 0:
+                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK,
+                                     PAGE, CHUNK)
+                lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
+                                                    begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
     it = 0
     c = 0
