@@ -76,7 +76,11 @@ def _mla_combine_kernel(
         tl.store(LSE + (bi + tl.zeros([], tl.int64)) * stride_lb + head * stride_lh + tok, lse, mask=row_ok)
 
 
-def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = 4):
+MAX_GRID_YZ = 65535    # CUDA's limit on a grid's y and z dimensions
+COMBINE_BLOCK_R = 4    # query rows per combine program (grid z = ceil(rows per KV head / COMBINE_BLOCK_R))
+
+
+def combine_splits(num_splits, o_accum, lse_accum, out, lse, block_r: int = COMBINE_BLOCK_R):
     """Merge split partials into ``out`` ``[b, s_q, h_q, dv]`` and ``lse`` ``[b, h_q, s_q]`` (in place).
 
     ``o_accum`` ``[b + num_sm_parts, h_kv, R, dv]`` float32, ``lse_accum`` ``[b + num_sm_parts, h_kv, R]``

@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from .combine import combine_splits
+from .combine import COMBINE_BLOCK_R, MAX_GRID_YZ, combine_splits
 from .reference import mla_decode_reference
 from .scheduler import get_mla_metadata, schedule_host  # get_mla_metadata is re-exported
 from .triton_kernel import interpreting, mla_decode_triton
@@ -107,6 +107,12 @@ def _validate(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler
         raise ValueError(f"cache_seqlens: length must be the batch size {b}, got {cache_seqlens.shape[0]}")
     if not cache_seqlens.is_contiguous():
         raise ValueError("cache_seqlens must be contiguous")
+    if s_q * (h_q // h_kv) > MAX_GRID_YZ * COMBINE_BLOCK_R:   # the split merge's grid z
+        raise ValueError(f"q: s_q * h_q / h_kv = {s_q * (h_q // h_kv)} query rows per KV head; at most "
+                         f"{MAX_GRID_YZ * COMBINE_BLOCK_R} are supported")
+    if tile_scheduler_metadata.shape[0] > MAX_GRID_YZ:
+        raise ValueError(f"tile_scheduler_metadata: at most {MAX_GRID_YZ} parts (rows), got "
+                         f"{tile_scheduler_metadata.shape[0]}")
     if tile_scheduler_metadata.shape[1] != 8 or not tile_scheduler_metadata.is_contiguous():
         raise ValueError("tile_scheduler_metadata must be a contiguous [num_sm_parts, 8] tensor from get_mla_metadata, "
                          f"got shape {tuple(tile_scheduler_metadata.shape)}")

@@ -191,6 +191,8 @@ def get_mla_metadata(
         num_sm_parts = num_sm_parts_for(device, num_heads_per_head_k, num_heads_k)
     if not isinstance(num_sm_parts, int) or num_sm_parts < 1:
         raise ValueError(f"num_sm_parts must be a positive int, got {num_sm_parts!r}")
+    if num_sm_parts > 65535:   # the kernels' grid z (CUDA's limit)
+        raise ValueError(f"num_sm_parts must be at most 65535, got {num_sm_parts}")
     op = _mla_metadata_op if torch.compiler.is_compiling() else _mla_metadata_impl
     return op(cache_seqlens, num_sm_parts)
 

@@ -75,6 +75,11 @@ BAD = {
                    r"^tile_scheduler_metadata must have dtype"),
     "meta_rank": (lambda a: a.update(tile_scheduler_metadata=a["tile_scheduler_metadata"].flatten()), ValueError,
                   r"^tile_scheduler_metadata must have 2 dimensions"),
+    # CUDA grids: the split merge puts 4 query rows per program on grid z, the kernels the parts (both <= 65535)
+    "rows_per_kv_head": (lambda a: a.update(q=a["q"][:, :, :1].expand(-1, 2, 131071, -1)), ValueError,
+                         r"^q: s_q \* h_q / h_kv = 262142 query rows per KV head; at most 262140"),
+    "meta_parts": (lambda a: a.update(tile_scheduler_metadata=torch.zeros(65536, 8, dtype=torch.int32)), ValueError,
+                   r"^tile_scheduler_metadata: at most 65535 parts"),
     "num_splits_shape": (lambda a: a.update(num_splits=a["num_splits"][:-1].contiguous()), ValueError,
                          r"^num_splits must be a contiguous \[batch \+ 1\]"),
     "num_splits_dtype": (lambda a: a.update(num_splits=a["num_splits"].long()), TypeError,

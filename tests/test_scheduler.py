@@ -201,6 +201,7 @@ def test_bad_seqlens(bad, exc, match):
     (dict(num_heads_per_head_k=16, num_heads_k=-1), "num_heads_k"),
     (dict(num_heads_per_head_k=16, num_heads_k=1, num_sm_parts=0), "num_sm_parts"),
     (dict(num_heads_per_head_k=16, num_heads_k=1, num_sm_parts=2.0), "num_sm_parts"),
+    (dict(num_heads_per_head_k=16, num_heads_k=1, num_sm_parts=65536), "num_sm_parts must be at most 65535"),
 ])
 def test_bad_int_args(kwargs, match):
     with pytest.raises(ValueError, match=match):
