@@ -103,6 +103,12 @@ class CachedKernel:
         self.fast: dict = {}    # key -> _desc_launcher(...) for kernels taking TMA descriptors
         self.descs = None
 
+    def install(self, key, kernel) -> None:
+        """Launch the already compiled ``kernel`` for ``key`` from now on (for kernels compiled with ``warmup``
+        and adjusted before their first launch, e.g. ws2's 2-CTA cluster variant)."""
+        self.compiled[key] = kernel
+        self.fast[key] = _desc_launcher(kernel.run)
+
     def __call__(self, key, grid, *args, **kwargs):
         """Launch ``fn`` on ``grid`` with every parameter (constexprs included; positional ones first, the rest
         by name) and launch options (``num_warps`` ...) on the current stream of the current device. ``key``

@@ -127,12 +127,13 @@ def test_hopper_lockstep_variants(cfg, s_k, h_q, s_q, varlen):
     ([4096, 1000, 7000], 2, 128, torch.bfloat16, True, 132),             # several row blocks, splits
     ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:
     NAMED = 0, the per-page hand-offs on mbarriers instead of the default named barriers; -own: OWN = 1 with
-    CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read)."""
+    CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc: MC = 1, 2-CTA clusters with multicast pages
+    where the tile count is even, plain ws2 elsewhere)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -149,6 +150,8 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     if kernel.endswith("-own"):
         monkeypatch.setattr(W2, "OWN", 1)
         monkeypatch.setattr(W2, "CHUNK_WAIT", 4)
+    if kernel.endswith("-mc"):
+        monkeypatch.setattr(W2, "MC", 1)
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.PAIR if kernel == "pair" else hl.WS2 if kernel.startswith("ws2")
                         else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
@@ -160,7 +163,7 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc"])
 def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages
     scaled up), and drops again: the pages where the max moves are the only ones on which the P·V warpgroups
@@ -182,6 +185,8 @@ def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     if kernel.endswith("-own"):
         monkeypatch.setattr(W2, "OWN", 1)
         monkeypatch.setattr(W2, "CHUNK_WAIT", 4)
+    if kernel.endswith("-mc"):
+        monkeypatch.setattr(W2, "MC", 1)
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel.startswith("ws2") else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)

@@ -42,6 +42,7 @@ WS_KERNELS = {
     "ws-mbar": (168, WS_SPILL_BUDGET, False),      # NAMED = 0: the per-page hand-offs on mbarriers (the
     "ws2-mbar": (128, WS2_SPILL_BUDGET, False),    # default until 2026-12-06; kept as a fallback)
     "ws2-own": (128, WS2_SPILL_BUDGET, False),     # OWN = 1: each P.V warpgroup refills its own pieces (opt-in)
+    "ws2-mc": (128, WS2_SPILL_BUDGET, False),      # MC = 1: 2-CTA cluster, pages multicast (opt-in)
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -64,5 +65,10 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["bar_arrive"] >= 3, r
     if kind.endswith("-mbar"):
         assert r["bar_arrive"] == 0, r
+    if kind.endswith("-mc"):     # every TMA multicast, stage release to both CTAs, a cluster barrier at the start
+        # and the end of each of the 4 partitions
+        assert r["multicast"] == r["tma"] > 0 and r["mapa"] == 2 and r["cluster_barrier"] == 8, r
+    else:
+        assert r["multicast"] == 0 and r["cluster_barrier"] == 0, r
     if kind.endswith("-own"):    # 5 TMA pieces per page, issued from both P.V warpgroups
         assert r["tma"] >= 15, r

@@ -69,10 +69,17 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     from . import ws2_kernel as W2
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
-              "NAMED": int(W2.NAMED), "OWN": int(W2.OWN), **overrides}
+              "NAMED": int(W2.NAMED), "OWN": int(W2.OWN), "MC": int(W2.MC), **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
-    return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG},
-                    v_box=v_box)
+    opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
+    from . import cluster as CL
+    consts = {**CL.MC_ZERO, **consts}
+    k = _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box=v_box)
+    if consts.get("MC"):   # the second compile, as the launcher does (cluster.mc_constants)
+        mc = CL.mc_constants(k)
+        k = _compile(W2.mla_decode_ws2_kernel, dtype_str, {**consts, **mc}, opts, v_box=v_box)
+        assert CL.mc_constants(k) == mc, "MC: the allocation moved between the two compiles"
+    return k
 
 
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
@@ -120,13 +127,13 @@ def stats(compiled) -> dict:
 
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
-    ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4),
+    ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4), ``"ws2-mc"`` (MC = 1: 2-CTA cluster, multicast TMA),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
-    flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
+    flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}}.get(kind.partition("-")[2], {})
     if kind in ("ws", "ws-mbar"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-mbar", "ws2-own"):
+    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)
@@ -135,7 +142,9 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ptx = k.asm["ptx"]
     return dict(stats(k), num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx,
                 setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx,
-                bar_arrive=len(re.findall(r"\bbar\.arrive\b", ptx)))
+                bar_arrive=len(re.findall(r"\bbar\.arrive\b", ptx)),
+                multicast=len(re.findall(r"multicast::cluster", ptx)), mapa=len(re.findall(r"\bmapa\.", ptx)),
+                cluster_barrier=len(re.findall(r"barrier\.cluster\.wait", ptx)))
 
 
 def report_subprocess(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:

@@ -10,6 +10,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ..launch import CachedKernel, alignment_key, device_capability
 from ..scheduler import device_guard
+from . import cluster as CL
 from . import kernel as K
 from . import pair_kernel as P
 from . import ws2_kernel as W2
@@ -135,8 +136,9 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
+        mc = bool(W2.MC) and grid[0] % 2 == 0      # 2-CTA clusters need an even number of row tiles
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT), LAZY=int(W2.LAZY),
-                       NAMED=int(W2.NAMED), OWN=int(W2.OWN),
+                       NAMED=int(W2.NAMED), OWN=int(W2.OWN), MC=int(mc), **CL.MC_ZERO,
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG)
     elif cfg == PAIR:
@@ -154,18 +156,37 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     key = (q.device, q.dtype, q.shape[1:], q.stride(), k_cache.shape, k_cache.stride(), block_table.stride(0),
            bool(causal), cfg, tuple(variant.items()), alignment_key(q, block_table, cache_seqlens,
                                                                      tile_scheduler_metadata, num_splits))
+    args = (q, q.stride(0), q.stride(1), q.stride(2),
+            k_desc, v_desc,
+            block_table, block_table.stride(0),
+            cache_seqlens, tile_scheduler_metadata, num_splits,
+            out, lse,
+            o_accum, o_accum.stride(0), o_accum.stride(1),
+            lse_accum, lse_accum.stride(0),
+            float(softmax_scale) * K.LOG2E,
+            rows, h_q, s_q,
+            *(_trace_arg(launch, lse_accum)))
+    kwargs = dict(CAUSAL=bool(causal) and s_q > 1,
+                  BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
+                  **variant)
     with device_guard(q.device):
-        launch(key, grid,
-               q, q.stride(0), q.stride(1), q.stride(2),
-               k_desc, v_desc,
-               block_table, block_table.stride(0),
-               cache_seqlens, tile_scheduler_metadata, num_splits,
-               out, lse,
-               o_accum, o_accum.stride(0), o_accum.stride(1),
-               lse_accum, lse_accum.stride(0),
-               float(softmax_scale) * K.LOG2E,
-               rows, h_q, s_q,
-               *(_trace_arg(launch, lse_accum)),
-               CAUSAL=bool(causal) and s_q > 1,
-               BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
-               **variant)
+        if cfg == WS2 and variant["MC"]:
+            grid = (grid[0] // 2, grid[1], grid[2])   # clusters: Triton's launcher multiplies x by the cluster size
+            if key not in launch.compiled:
+                _install_cluster_kernel(launch, key, grid, args, kwargs)
+        launch(key, grid, *args, **kwargs)
+
+
+def _install_cluster_kernel(launch, key, grid, args, kwargs) -> None:
+    """ws2's MC variant: compile it with ``MC_ZERO``, read the shared-memory offsets and tensor-map parameter indices
+    its inline PTX needs from that build (``cluster.mc_constants``), compile again with them (the layout must not
+    move), and set the compiled kernel's cluster size to 2 before its first launch."""
+    first = launch.fn.warmup(*args, grid=grid, **kwargs)
+    mc = CL.mc_constants(first)
+    kernel = launch.fn.warmup(*args, grid=grid, **{**kwargs, **mc})
+    if CL.mc_constants(kernel) != mc:
+        raise RuntimeError("ws2 MC: the shared-memory layout moved between the two compiles")
+    num_warps, num_ctas, shared = kernel.packed_metadata
+    kernel.packed_metadata = (num_warps, 2, shared)
+    launch.install(key, kernel)
+

@@ -26,6 +26,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
 from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv,
                         _ws_shared)
@@ -41,6 +42,10 @@ LAZY = 8               # the shared row max moves only when a page's row max exc
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
 NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers)
+MC = 0                 # 1 (opt-in, not yet run on a GPU): 2-CTA clusters along the row tiles (even tile counts),
+                       # each page multicast into both CTAs, half by each (ws_kernel._issue_mc; inline PTX in
+                       # cluster.py, shared-memory offsets and tensor-map parameters from a first compile:
+                       # launcher._ws2_cluster_kernel; docs/cluster-multicast.md)
 OWN = 0                # 1 (with CHUNK_WAIT = 4; opt-in, not yet timed): each P.V warpgroup refills the latent pieces
                        # it reads itself, each once its accumulator's wgmma is done (no cross-warpgroup wait; the rope
                        # piece, which holds P, after both as before); S runs over the pieces in landing order, rope last
@@ -56,8 +61,10 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0):
+                 NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
+    if MC:   # (see _ws_pv)
+        CL.cluster_sync(CL.warpgroup_tid())
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -186,6 +193,8 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 _finish_chunk(m_fu, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_smem, l_ready,
                               l_free, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
             c += 1
+    if MC:
+        CL.cluster_sync(CL.warpgroup_tid())
 
 
 @gluon.jit
@@ -204,6 +213,8 @@ def mla_decode_ws2_kernel(
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
     NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
+    MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0, RR_OFF: gl.constexpr = 0,
+    CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
@@ -230,25 +241,34 @@ def mla_decode_ws2_kernel(
             mbarrier.init(ring_ready.index(i), count=1)
     else:
         ring_ready = kv_ready
+    cl_free = kv_free   # (a placeholder without MC: a partition argument cannot be None)
+    if MC:   # stage read by both CTAs (a local and a remote arrive); [3, 1]: a shape no other allocation has, so
+        # that the launcher can find its offset
+        cl_free = gl.allocate_shared_memory(gl.int64, [3, 1], bar_layout)
+        for i in gl.static_range(2):
+            mbarrier.init(cl_free.index(i), count=2)
+        CL.fence_mbarrier_init(CL.warpgroup_tid())
     fence_async_shared()
 
     gl.warp_specialize([
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, NAMED, OWN)),
+                  fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
+                  VD_PARAM)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
-                  fl_smem, LAZY != 0, NAMED, OWN)),
+                  fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
+                  VD_PARAM)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN)),
+                        NAMED, OWN, MC)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN)),
+                        NAMED, OWN, MC)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

@@ -29,6 +29,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from . import cluster as CL
 from .kernel import (_issue_page_at, _issue_page_groups, _issue_piece, _online_softmax, _part_meta, _split_slot, _ss_chunk,
                      _ss_zero_v, _stage_q, _store_lse, _store_o)
 
@@ -274,13 +275,38 @@ def _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, page, ok, stage
 
 
 @gluon.jit
+def _issue_mc(kv_ready, page, ok, stage, lead, rank, sbase, kd, vd, CW: gl.constexpr, PAGE: gl.constexpr,
+              CHUNK: gl.constexpr, NV: gl.constexpr, EB: gl.constexpr, KV_OFF: gl.constexpr, KR_OFF: gl.constexpr,
+              RR_OFF: gl.constexpr):
+    """MC (2-CTA cluster): ``page`` into ring ``stage`` of both CTAs. Every CTA expects the whole page on its own
+    barriers (the peer's multicast bytes count there too; they may land before this expect, which the pending
+    arrival covers); latent piece k + 1 is multicast by CTA k % 2, the rope piece by CTA 1 (32 / 40 KB each).
+    Addresses: ``sbase`` + the allocations' offsets (``cluster.smem_offsets``); ``kd`` / ``vd``: the tensor maps."""
+    NB: gl.constexpr = NV // CW
+    mbarrier.expect(kv_ready.index((CW + 1) * stage), PAGE * CHUNK * EB, pred=ok)
+    for k in gl.static_range(CW):
+        mbarrier.expect(kv_ready.index((CW + 1) * stage + 1 + k), NB * PAGE * CHUNK * EB, pred=ok)
+    go = lead * ok.to(gl.int32)
+    row = page * PAGE
+    for k in gl.static_range(CW):
+        CL.tma_multicast_3d(go * (rank == k % 2).to(gl.int32),
+                            sbase + (KV_OFF + k * NB * PAGE * CHUNK * EB) + stage * (PAGE * NV * CHUNK * EB), vd,
+                            0, row, k * NB, sbase + RR_OFF + ((CW + 1) * stage + 1 + k) * 8, 3)
+    CL.tma_multicast_2d(go * (rank == 1).to(gl.int32), sbase + KR_OFF + stage * (PAGE * CHUNK * EB), kd,
+                        NV * CHUNK, row, sbase + RR_OFF + (CW + 1) * stage * 8, 3)
+
+
+@gluon.jit
 def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            kv_ready, kv_free, p_ready, l_ready, l_free,
            seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
            k_desc, v_desc, bt_ptr, stride_bt,
            BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
            trace_ptr, TRACE: gl.constexpr, PV_N: gl.constexpr = 256, CW: gl.constexpr = 0,
-           fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0):
+           fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0,
+           MC: gl.constexpr = 0, cl_free=None, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
+           RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0,
+           VD_PARAM: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -289,7 +315,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     publishes ``fl_smem[stage]`` (int32, the same in every slot), 0 when every alpha of the page is exactly 1: O
     is then not rescaled. OWN (ws2 with CW = 4, opt-in): each P.V warpgroup refills the two latent pieces it reads
     itself, each as soon as its accumulator's wgmma is done (pieces 1 + 2 WG, then 2 + 2 WG); warpgroup 0 the rope
-    piece (which holds P) after both."""
+    piece (which holds P) after both. MC (ws2, opt-in): 2-CTA cluster, each page multicast into both CTAs, half
+    by each (``_issue_mc``); a stage is refilled once both CTAs have read it (``cl_free``: a local and a remote
+    arrive per page)."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -314,6 +342,21 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln_end = 0
     lpage = 0
     gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
+    gl.static_assert((MC == 0) | ((CW > 0) & (OWN == 0) & (NAMED != 0)), "MC: with CHUNK_WAIT > 0, NAMED, not OWN")
+    EB: gl.constexpr = dtype.primitive_bitwidth // 8
+    lead = 0
+    rank = 0
+    sbase = 0
+    kd = 0
+    vd = 0
+    if MC:   # the peer's barriers are initialised (prologue + fence) once every partition of both CTAs is here
+        tid = CL.warpgroup_tid()
+        CL.cluster_sync(tid)
+        lead = (tid == 0).to(gl.int32)
+        rank = CL.ctarank(tid)
+        sbase = CL.smem_base(tid)
+        kd = CL.desc_addr(tid, KD_PARAM)
+        vd = CL.desc_addr(tid, VD_PARAM)
     if (WG == 0) | OWN:   # (OWN: warpgroup 1 keeps the same cursor: it refills its own pieces)
         # an empty part (begin_idx = batch > end_idx) has no sequence to read: cache_seqlens[begin_idx] and its
         # block-table row would be out of bounds, and no page may be issued (nobody would wait for it)
@@ -325,8 +368,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                                                 bt_ptr, stride_bt, PAGE)
             for j in gl.static_range(2):
                 if WG == 0:
-                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW, NCHUNK,
-                                     PAGE, CHUNK)
+                    if MC:
+                        _issue_mc(kv_ready, lpage, ln < ln_end, j, lead, rank, sbase, kd, vd, CW, PAGE, CHUNK,
+                                  NCHUNK - 1, EB, KV_OFF, KR_OFF, RR_OFF)
+                    else:
+                        _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, j, CW,
+                                         NCHUNK, PAGE, CHUNK)
                 lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
                                                     begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
 
@@ -392,8 +439,15 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     # both P.V done with this stage -> refill it, then look up the page after
                     if not NAMED:
                         mbarrier.wait(kv_free.index(stage), ph)
+                    if MC:   # this CTA has read the stage: tell both CTAs, then wait until the peer has too
+                        CL.arrive_cta(lead, sbase + CF_OFF + stage * 8, rank)
+                        CL.arrive_cta(lead, sbase + CF_OFF + stage * 8, 1 - rank)
+                        mbarrier.wait(cl_free.index(stage), ph)
                     fence_async_shared()
-                    if OWN:      # the rope slot (P) only: the latent pieces went as each was read
+                    if MC:
+                        _issue_mc(kv_ready, lpage, ln < ln_end, stage, lead, rank, sbase, kd, vd, CW, PAGE, CHUNK,
+                                  NCHUNK - 1, EB, KV_OFF, KR_OFF, RR_OFF)
+                    elif OWN:      # the rope slot (P) only: the latent pieces went as each was read
                         _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 0,
                                      PAGE, CHUNK)
                     else:
@@ -420,6 +474,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
             if WG == 0:   # TRACE == 2: end of chunk c (its O stored), pages so far
                 _cta_stamp(trace_ptr, 3 + 3 * c, it, TRACE)
             c += 1
+    if MC:   # no CTA leaves while the peer may still arrive on its barriers
+        CL.cluster_sync(CL.warpgroup_tid())
 
 
 @gluon.jit
