@@ -6,7 +6,8 @@
 #   fvo: FlashMLA built from source (.flashmla_src, see benchmarks/flashmla_src.sh; carry it) timed against ours in
 #        one process over the whole matrix (FVO_REPS, default 4, ABBA order)
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
-# Full logs go to $OUT (the device tool's output folder) or ./device_out.
+# Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
+# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression).
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -16,7 +17,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 for step in $steps; do
   case $step in
-    tests) python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py -p no:cacheprovider 2>&1 \
+    tests) timeout "${TESTS_TIMEOUT:-450}" python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py \
+             -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} 2>&1 \
              | tee "$OUT/tests.log" | tail -n 25 ;;
     sanitize) for tool in memcheck racecheck; do
                 PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --error-exitcode 1 \
@@ -36,13 +38,14 @@ for step in $steps; do
            done ;;
     ab) cfgs=${AB_CFGS:?set AB_CFGS}; rep=""
         for _ in $(seq "${AB_REPS:-2}"); do rep="$rep${rep:+;}$cfgs"; done
-        python3 benchmarks/hopper_dev.py --check-cfgs --cfgs "$cfgs" --no-bench > "$OUT/ab_check.log" 2>&1
+        timeout "${AB_TIMEOUT:-300}" python3 benchmarks/hopper_dev.py --check-cfgs --cfgs "$cfgs" --no-bench \
+          > "$OUT/ab_check.log" 2>&1
         grep -E "^correctness" "$OUT/ab_check.log"
-        python3 benchmarks/hopper_dev.py --no-check --backends hopper --cfgs "$rep" --hq "${AB_HQ:-16,32,64,128}" \
-          > "$OUT/ab.log" 2>&1; grep -E "^s_k" "$OUT/ab.log" | sed -E 's/ +[0-9]+ GB\/s +[0-9]+ TF//g' ;;
+        timeout "${AB_TIMEOUT:-300}" python3 benchmarks/hopper_dev.py --no-check --backends hopper --cfgs "$rep" \
+          --hq "${AB_HQ:-16,32,64,128}" > "$OUT/ab.log" 2>&1; grep -E "^s_k" "$OUT/ab.log" | sed -E 's/ +[0-9]+ GB\/s +[0-9]+ TF//g' ;;
     fvo) python3 benchmarks/flashmla_vs_ours.py --reps "${FVO_REPS:-4}" --json "$OUT/fvo.json" > "$OUT/fvo.log" 2>&1
          grep -E "built|geo-mean" "$OUT/fvo.log"; grep -E "ratio" "$OUT/fvo.log" | sed -E 's/ cos_diff.*//' ;;
-    cluster) (cd benchmarks/experiments/cluster_multicast && python3 run_gpu.py) > "$OUT/cluster.log" 2>&1
+    cluster) (cd benchmarks/experiments/cluster_multicast && timeout 150 python3 run_gpu.py) > "$OUT/cluster.log" 2>&1
              echo "cluster: exit $?"; grep -E "ring|co-residency|RESULT" "$OUT/cluster.log" | tail -n 8 ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
