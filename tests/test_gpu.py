@@ -161,6 +161,30 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     assert torch.equal(out, out2) and torch.equal(lse, lse2), f"{kernel} is not deterministic"
 
 
+@pytest.mark.parametrize("lens,s_q,h_q,causal,parts", [
+    ([0, 100, 0, 64], 1, 128, False, 64),          # empty sequences, many empty parts
+    ([1, 63, 65, 129], 2, 64, True, 8),            # single partial pages, causal
+    ([5000, 0, 3000, 4097], 2, 128, True, 132),    # splits, an empty sequence among them
+], ids=["empty-parts", "partial-pages", "splits-empty"])
+@pytest.mark.parametrize("cw", [2, 4])
+def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
+    """ws2's MC variant (2-CTA clusters, multicast pages) on the edge cases of test_hopper_forced_kernel with an
+    even number of row tiles (MC falls back to plain ws2 otherwise): empty sequences and parts, partial pages,
+    splits; CHUNK_WAIT 2 and 4."""
+    q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, torch.bfloat16)
+    if resolve_backend(q, kc, 512) != "hopper":
+        pytest.skip("needs the Hopper backend")
+    import flash_mla.hopper.launcher as hl
+    import flash_mla.hopper.ws2_kernel as W2
+    monkeypatch.setattr(W2, "MC", 1)
+    monkeypatch.setattr(W2, "CHUNK_WAIT", cw)
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2)
+    meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
+    ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
+    out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
+    assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc"])

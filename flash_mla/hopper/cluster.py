@@ -151,11 +151,13 @@ def tensormap_params(ptx: str) -> list[int]:
 MC_ZERO = dict(KV_OFF=0, KR_OFF=0, RR_OFF=0, CF_OFF=0, KD_PARAM=0, VD_PARAM=0)
 
 
-def mc_constants(first_compile) -> dict:
-    """The MC constexprs of ws2 (shared-memory offsets of the ring, its barriers and cl_free; the tensor maps'
-    parameter indices) read from ``first_compile``, a kernel compiled with ``MC_ZERO`` (they do not change the
-    allocation or the parameter list, so the second compile with them has the same layout: callers assert it)."""
+def mc_constants(first_compile, chunk_wait: int) -> dict:
+    """The MC constexprs of ws2 (shared-memory offsets of the ring, its ``2 (chunk_wait + 1)`` piece barriers and
+    cl_free; the tensor maps' parameter indices) read from ``first_compile``, a kernel compiled with ``MC_ZERO``
+    (they change neither the allocation nor the parameter list, so the second compile with them has the same
+    layout: callers assert it)."""
     offs = smem_offsets(first_compile)
     kd, vd = tensormap_params(first_compile.asm["ptx"])
     return dict(KV_OFF=find_offset(offs, "2x64x512x"), KR_OFF=find_offset(offs, "2x64x64x"),
-                RR_OFF=find_offset(offs, "6x1xi64"), CF_OFF=find_offset(offs, "3x1xi64"), KD_PARAM=kd, VD_PARAM=vd)
+                RR_OFF=find_offset(offs, f"{2 * (chunk_wait + 1)}x1xi64"), CF_OFF=find_offset(offs, "3x1xi64"),
+                KD_PARAM=kd, VD_PARAM=vd)

@@ -76,9 +76,9 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     consts = {**CL.MC_ZERO, **consts}
     k = _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box=v_box)
     if consts.get("MC"):   # the second compile, as the launcher does (cluster.mc_constants)
-        mc = CL.mc_constants(k)
+        mc = CL.mc_constants(k, consts["CW"])
         k = _compile(W2.mla_decode_ws2_kernel, dtype_str, {**consts, **mc}, opts, v_box=v_box)
-        assert CL.mc_constants(k) == mc, "MC: the allocation moved between the two compiles"
+        assert CL.mc_constants(k, consts["CW"]) == mc, "MC: the allocation moved between the two compiles"
     return k
 
 

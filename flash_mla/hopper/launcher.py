@@ -182,10 +182,13 @@ def _install_cluster_kernel(launch, key, grid, args, kwargs) -> None:
     its inline PTX needs from that build (``cluster.mc_constants``), compile again with them (the layout must not
     move), and set the compiled kernel's cluster size to 2 before its first launch."""
     first = launch.fn.warmup(*args, grid=grid, **kwargs)
-    mc = CL.mc_constants(first)
+    mc = CL.mc_constants(first, kwargs["CW"])
     kernel = launch.fn.warmup(*args, grid=grid, **{**kwargs, **mc})
-    if CL.mc_constants(kernel) != mc:
+    if CL.mc_constants(kernel, kwargs["CW"]) != mc:
         raise RuntimeError("ws2 MC: the shared-memory layout moved between the two compiles")
+    run = kernel.run   # Triton sizes global / profile scratch by its own num_ctas (1) x grid: there must be none
+    if getattr(run, "global_scratch_size", 0) or getattr(run, "profile_scratch_size", 0):
+        raise RuntimeError("ws2 MC: the kernel needs scratch memory, which a patched cluster launch would undersize")
     num_warps, num_ctas, shared = kernel.packed_metadata
     kernel.packed_metadata = (num_warps, 2, shared)
     launch.install(key, kernel)
