@@ -30,8 +30,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from . import cluster as CL
-from .kernel import (_issue_page_at, _issue_page_groups, _issue_piece, _online_softmax, _part_meta, _split_slot, _ss_chunk,
-                     _ss_zero_v, _stage_q, _store_lse, _store_o)
+from .kernel import (_issue_page_at, _issue_page_groups, _issue_piece, _online_softmax, _part_meta, _split_slot,
+                     _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o)
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 LAZY = 8               # the running row max moves only when a page's row max exceeds it by more than LAZY (log2
