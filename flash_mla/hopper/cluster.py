@@ -32,10 +32,20 @@ def warpgroup_tid():
     return gl.arange(0, 128, layout=gl.BlockedLayout([1], [32], [4], [0]))
 
 
+@gluon.constexpr_function
+def _mov_u32_asm(src):
+    return f"mov.u32 $0, {src};"
+
+
+@gluon.jit
+def read_u32(tid, SRC: gl.constexpr):
+    """A 32-bit special register or symbol address (``%smid``, ``global_smem`` ...) in every thread of ``tid``."""
+    return gl.inline_asm_elementwise(_mov_u32_asm(SRC), "=r,r", [tid], dtype=gl.int32, is_pure=True, pack=1)
+
+
 @gluon.jit
 def ctarank(tid):
-    return gl.inline_asm_elementwise("mov.u32 $0, %cluster_ctarank;", "=r,r", [tid], dtype=gl.int32, is_pure=True,
-                                     pack=1)
+    return read_u32(tid, "%cluster_ctarank")
 
 
 @gluon.jit
@@ -52,18 +62,24 @@ def fence_mbarrier_init(tid):
 
 @gluon.jit
 def smem_base(tid):
-    return gl.inline_asm_elementwise("mov.u32 $0, global_smem;", "=r,r", [tid], dtype=gl.int32, is_pure=True,
-                                     pack=1)
+    return read_u32(tid, "global_smem")
 
 
 @gluon.constexpr_function
-def _desc_asm(idx):
-    return "{ .reg .b64 t; mov.b64 t, " + f"{KERNEL_NAME}_param_{idx}" + "; cvta.param.u64 $0, t; }"
+def _desc_asm(kname, idx):
+    return "{ .reg .b64 t; mov.b64 t, " + f"{kname or KERNEL_NAME}_param_{idx}" + "; cvta.param.u64 $0, t; }"
+
+
+@gluon.jit
+def param_addr(tid, KNAME: gl.constexpr, IDX: gl.constexpr):
+    """Generic address of parameter ``IDX`` (a CUtensorMap) of kernel ``KNAME``."""
+    return gl.inline_asm_elementwise(_desc_asm(KNAME, IDX), "=l,r", [tid], dtype=gl.int64, is_pure=True, pack=1)
 
 
 @gluon.jit
 def desc_addr(tid, IDX: gl.constexpr):
-    return gl.inline_asm_elementwise(_desc_asm(IDX), "=l,r", [tid], dtype=gl.int64, is_pure=True, pack=1)
+    """``param_addr`` of ws2's kernel (``KERNEL_NAME``)."""
+    return param_addr(tid, "", IDX)
 
 
 @gluon.constexpr_function

@@ -11,6 +11,7 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
 
+from . import cluster as CL
 from . import kernel as K
 
 SMEM_LIMIT = 232448  # 227 KB opt-in shared memory per block on H100
@@ -72,7 +73,6 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN), "MC": int(W2.MC), **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
-    from . import cluster as CL
     consts = {**CL.MC_ZERO, **consts}
     k = _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box=v_box)
     if consts.get("MC"):   # the second compile, as the launcher does (cluster.mc_constants)

@@ -26,28 +26,6 @@ def attempt(name, fn):
         msg = str(e)
         print("FAILED:", type(e).__name__, msg[-1500:])
 
-def smem_offsets(k, capability=90):
-    """Run the allocation passes of make_llir on the kernel's TTGIR and return [(offset, alloc line)] of every
-    ttg.local_alloc (the allocation.offset attribute the LLVM lowering will use)."""
-    import os, tempfile
-    from triton._C.libtriton import ir, passes, nvidia
-    from triton.backends.nvidia.compiler import CUDABackend, get_ptx_version_from_options
-    backend = CUDABackend(GPUTarget("cuda", capability, 32))
-    ctx = ir.context(); ir.load_dialects(ctx); backend.load_dialects(ctx)
-    with tempfile.NamedTemporaryFile("w", suffix=".ttgir", delete=False) as f:
-        f.write(k.asm["ttgir"]); path = f.name
-    mod = ir.parse_mlir_module(path, ctx); os.unlink(path)
-    pm = ir.pass_manager(ctx)
-    passes.ttgpuir.add_combine_tensor_select_and_if(pm)
-    passes.ttgpuir.add_allocate_warp_groups(pm)
-    passes.convert.add_scf_to_cf(pm)
-    passes.gluon.add_inliner(pm)
-    opts = backend.parse_options({})
-    nvidia.passes.ttgpuir.add_allocate_shared_memory_nv(pm, capability, get_ptx_version_from_options(opts, capability))
-    pm.run(mod, "alloc")
-    out = []
-    for l in str(mod).splitlines():
-        m = re.search(r"(%\S+) = ttg.local_alloc \{allocation.offset = (\d+) : i32\}.*-> (!ttg.memdesc<[^>]*>)", l)
-        if m:
-            out.append((int(m.group(2)), m.group(1), m.group(3)))
-    return out
+
+# the allocation offsets reader, shared with the MC launcher: [(offset, memdesc type)] in program order
+from flash_mla.hopper.cluster import smem_offsets  # noqa: E402,F401

@@ -23,54 +23,22 @@ from triton.experimental.gluon.language.nvidia.hopper import tma, mbarrier, fenc
 PAGE, COLS, HALF = 64, 64, 32
 
 
-@gluon.constexpr_function
-def _desc_asm(kname, idx):
-    return "{ .reg .b64 t; mov.b64 t, " + f"{kname}_param_{idx}" + "; cvta.param.u64 $0, t; }"
+# the pieces ws2's MC variant uses too (flash_mla/hopper/cluster.py); exp6 imports them from here by these names
+from flash_mla.hopper.cluster import ctarank as _ctarank  # noqa: E402
+from flash_mla.hopper.cluster import cluster_sync as _cluster_sync  # noqa: E402
+from flash_mla.hopper.cluster import param_addr as _param_addr  # noqa: E402
+from flash_mla.hopper.cluster import fence_mbarrier_init as _fence_mbarrier_init  # noqa: E402
+from flash_mla.hopper.cluster import smem_base as _smem_base  # noqa: E402
+from flash_mla.hopper.cluster import tma_multicast_2d as _tma_multicast  # noqa: E402
 
 
-@gluon.constexpr_function
-def _tma_mc_asm(mask):
-    return ("{ .reg .pred p; .reg .b16 m; setp.ne.b32 p, $1, 0; mov.b16 m, " + str(mask) + ";\n"
-            "@p cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
-            " [$2], [$3, {$4, $5}], [$6], m; }\nmov.u32 $0, 0;")
-
-
-@gluon.jit
-def _ctarank(tid):
-    return gl.inline_asm_elementwise("mov.u32 $0, %cluster_ctarank;", "=r,r", [tid], dtype=gl.int32, is_pure=True, pack=1)
-
-
-@gluon.jit
-def _cluster_sync(tid):
-    gl.inline_asm_elementwise("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\nmov.u32 $0, 0;",
-                              "=r,r", [tid], dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _fence_mbarrier_init(tid):
-    gl.inline_asm_elementwise("fence.mbarrier_init.release.cluster;\nmov.u32 $0, 0;", "=r,r", [tid], dtype=gl.int32,
-                              is_pure=False, pack=1)
-
-
-@gluon.jit
-def _smem_base(tid):
-    return gl.inline_asm_elementwise("mov.u32 $0, global_smem;", "=r,r", [tid], dtype=gl.int32, is_pure=True, pack=1)
-
-
-@gluon.jit
-def _desc_addr(tid, KNAME: gl.constexpr, IDX: gl.constexpr):
-    return gl.inline_asm_elementwise(_desc_asm(KNAME, IDX), "=l,r", [tid], dtype=gl.int64, is_pure=True, pack=1)
-
-
-@gluon.jit
-def _tma_multicast(pred, dst, desc_addr, c0, c1, bar, MASK: gl.constexpr):
-    gl.inline_asm_elementwise(_tma_mc_asm(MASK), "=r,r,r,l,r,r,r", [pred, dst, desc_addr, c0, c1, bar],
-                              dtype=gl.int32, is_pure=False, pack=1)
+_desc_addr = _param_addr   # (tid, KNAME, IDX)
 
 
 @gluon.jit
 def _arrive_cta(pred, bar, cta):
-    """pred != 0: arrive (release, cluster scope) on the mbarrier at the same smem offset as `bar` in CTA `cta`."""
+    """pred != 0: arrive (release, cluster scope) on the mbarrier at the same smem offset as `bar` in CTA `cta`.
+    (cluster.arrive_cta is the CTA-scope form MC uses: no MEMBAR.ALL.GPU; this PoC keeps the strict one.)"""
     gl.inline_asm_elementwise(
         "{ .reg .pred p; .reg .b32 ra; setp.ne.b32 p, $1, 0; mapa.shared::cluster.u32 ra, $2, $3;\n"
         "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra]; }\nmov.u32 $0, 0;",
@@ -129,18 +97,21 @@ def build(mode, kv_off=0, bar_off=0):
     return compile_sm90(mc_ring_kernel, sig, consts, num_warps=4, num_ctas=nc)
 
 
+def build_two_pass(mode="nc1"):
+    """``build`` twice: the second compile gets the allocation offsets the first one had (asserted unchanged)."""
+    offs = smem_offsets(build(mode))
+    kv_off = [o for o, t in offs if "bf16" in t][0]
+    bar_off = [o for o, t in offs if "i64" in t][0]
+    k = build(mode, kv_off, bar_off)
+    assert smem_offsets(k) == offs, "allocation offsets moved between the two compiles"
+    return k, offs
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "nc1"
     def f():
-        k0 = build(mode)
-        offs = smem_offsets(k0)
-        print("pass 1 allocation offsets:", offs)
-        kv_off = [o for o, n, t in offs if "bf16" in t][0]
-        bar_off = [o for o, n, t in offs if "i64" in t][0]
-        k = build(mode, kv_off, bar_off)
-        offs2 = smem_offsets(k)
-        assert offs2 == offs, (offs, offs2)
-        print("pass 2 allocation offsets unchanged:", offs2)
+        k, offs = build_two_pass(mode)
+        print("allocation offsets (both passes):", offs)
         show(k, r"\.entry|reqnctapercluster|explicitcluster|cluster|multicast|mapa|cvta\.param|global_smem|mbarrier\.(init|arrive)|fence\.mbarrier", maxl=60)
         open(f"exp4_{mode}.ptx", "w").write(k.asm["ptx"])
         open(f"exp4_{mode}.cubin", "wb").write(k.asm["cubin"])

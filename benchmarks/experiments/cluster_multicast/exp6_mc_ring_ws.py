@@ -83,8 +83,8 @@ def build(kv_off=0, bar_off=0):
 def f():
     offs = smem_offsets(build())
     print("pass 1 allocation offsets:", offs)
-    kv_off = [o for o, n, t in offs if "bf16" in t][0]
-    bar_off = [o for o, n, t in offs if "i64" in t][0]
+    kv_off = [o for o, t in offs if "bf16" in t][0]
+    bar_off = [o for o, t in offs if "i64" in t][0]
     k = build(kv_off, bar_off)
     assert smem_offsets(k) == offs
     show(k, r"multicast|mapa|cvta\.param|barrier\.cluster|cluster_ctarank|setmaxnreg", maxl=20)

@@ -12,26 +12,14 @@
 """
 import sys
 
-from common import compile_sm90, gl, gluon, smem_offsets
-from exp4_mc_ring import COLS, HALF, PAGE, build
+from common import compile_sm90, gl, gluon
+from exp4_mc_ring import COLS, HALF, PAGE, build_two_pass
+
+from flash_mla.hopper import cluster as CL
+from flash_mla.hopper.ws_kernel import _sreg
 
 PROBE_COLS = (256, 128, 32, 16, 8)   # int32 [128, c] buffers: 225,280 B of shared memory, ~ws2's (224,280 B)
 SPIN_NS = 200_000
-
-
-@gluon.constexpr_function
-def _sreg_asm(name, bits):
-    return f"mov.u{bits} $0, %{name};"
-
-
-@gluon.jit
-def _sreg64(tid, NAME: gl.constexpr):
-    return gl.inline_asm_elementwise(_sreg_asm(NAME, 64), "=l,r", [tid], dtype=gl.int64, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _sreg32(tid, NAME: gl.constexpr):
-    return gl.inline_asm_elementwise(_sreg_asm(NAME, 32), "=r,r", [tid], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -49,7 +37,8 @@ def probe_kernel(out_ptr, spin_ns, C0: gl.constexpr, C1: gl.constexpr, C2: gl.co
     L1: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
     L2: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [4, 1], [1, 0])
     tid = gl.arange(0, 128, layout=L1)
-    t0 = _sreg64(tid, "globaltimer")
+    one = gl.arange(0, 1, layout=L1)
+    t0 = _sreg("globaltimer")                                 # [1], the same in every thread
     b0 = _touch(tid, C0)
     b1 = _touch(tid, C1)
     b2 = _touch(tid, C2)
@@ -57,20 +46,20 @@ def probe_kernel(out_ptr, spin_ns, C0: gl.constexpr, C1: gl.constexpr, C2: gl.co
     b4 = _touch(tid, C4)
     t = t0
     while gl.max(t - t0, axis=0) < spin_ns:
-        t = _sreg64(tid, "globaltimer")
+        t = _sreg("globaltimer")
     gl.thread_barrier()
     x = (gl.sum(gl.sum(b0.load(L2), axis=1), axis=0) + gl.sum(gl.sum(b1.load(L2), axis=1), axis=0)
          + gl.sum(gl.sum(b2.load(L2), axis=1), axis=0) + gl.sum(gl.sum(b3.load(L2), axis=1), axis=0)
          + gl.sum(gl.sum(b4.load(L2), axis=1), axis=0))
-    smid = _sreg32(tid, "smid").to(gl.int64)
-    rank = _sreg32(tid, "cluster_ctarank").to(gl.int64)
+    smid = CL.read_u32(tid, "%smid").to(gl.int64)
+    rank = CL.ctarank(tid).to(gl.int64)
     pid = gl.program_id(0)
     first = tid == 0
     base = out_ptr + pid * 5
     gl.store(base + 0 + tid * 0, smid, mask=first)
     gl.store(base + 1 + tid * 0, rank, mask=first)
-    gl.store(base + 2 + tid * 0, t0, mask=first)
-    gl.store(base + 3 + tid * 0, t, mask=first)
+    gl.store(base + 2 + one, t0)
+    gl.store(base + 3 + one, t)
     gl.store(base + 4 + tid * 0, smid * 0 + x, mask=first)
 
 
@@ -81,13 +70,7 @@ def build_probe():
 
 
 def build_ring():
-    k0 = build("nc1")
-    offs = smem_offsets(k0)
-    kv_off = [o for o, n, t in offs if "bf16" in t][0]
-    bar_off = [o for o, n, t in offs if "i64" in t][0]
-    k = build("nc1", kv_off, bar_off)
-    assert smem_offsets(k) == offs, "allocation offsets moved between the two compiles"
-    return k
+    return build_two_pass("nc1")[0]
 
 
 def as_cluster(k, cluster=2):
