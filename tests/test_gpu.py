@@ -120,6 +120,23 @@ def test_hopper_lockstep_variants(cfg, s_k, h_q, s_q, varlen):
     assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)
 
 
+def _set_variant(kernel, monkeypatch):
+    """The ws / ws2 module constants a kernel id's suffix names: -cw0 CHUNK_WAIT 0, -mbar NAMED 0 (mbarrier
+    hand-offs), -own OWN 1 with CHUNK_WAIT 4, -mc MC 1 (ws2's 2-CTA clusters)."""
+    import flash_mla.hopper.ws2_kernel as W2
+    import flash_mla.hopper.ws_kernel as W
+    mod = W2 if kernel.startswith("ws2") else W
+    if kernel.endswith("-cw0"):
+        monkeypatch.setattr(W2, "CHUNK_WAIT", 0)
+    if kernel.endswith("-mbar"):
+        monkeypatch.setattr(mod, "NAMED", 0)
+    if kernel.endswith("-own"):
+        monkeypatch.setattr(W2, "OWN", 1)
+        monkeypatch.setattr(W2, "CHUNK_WAIT", 4)
+    if kernel.endswith("-mc"):
+        monkeypatch.setattr(W2, "MC", 1)
+
+
 @pytest.mark.parametrize("lens,s_q,h_q,dtype,causal,parts", [
     ([1, 63, 64, 65, 130, 200], 1, 16, torch.bfloat16, False, None),     # odd / partial / single pages
     ([0, 100, 0, 64], 1, 16, torch.bfloat16, False, None),               # empty sequences
@@ -140,18 +157,7 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     import flash_mla.hopper.launcher as hl
     meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
-    import flash_mla.hopper.ws2_kernel as W2
-    import flash_mla.hopper.ws_kernel as W
-    if kernel.endswith("-cw0"):
-        monkeypatch.setattr(W2, "CHUNK_WAIT", 0)
-    mod = W2 if kernel.startswith("ws2") else W
-    if "-mbar" in kernel:
-        monkeypatch.setattr(mod, "NAMED", 0)
-    if kernel.endswith("-own"):
-        monkeypatch.setattr(W2, "OWN", 1)
-        monkeypatch.setattr(W2, "CHUNK_WAIT", 4)
-    if kernel.endswith("-mc"):
-        monkeypatch.setattr(W2, "MC", 1)
+    _set_variant(kernel, monkeypatch)
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.PAIR if kernel == "pair" else hl.WS2 if kernel.startswith("ws2")
                         else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
@@ -204,13 +210,7 @@ def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     meta, splits = get_mla_metadata(seqlens, 2 * 128, 1, num_sm_parts=8)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
     monkeypatch.setattr(W2 if kernel.startswith("ws2") else W, "LAZY", lazy)
-    if kernel.endswith("-mbar"):
-        monkeypatch.setattr(W2, "NAMED", 0)
-    if kernel.endswith("-own"):
-        monkeypatch.setattr(W2, "OWN", 1)
-        monkeypatch.setattr(W2, "CHUNK_WAIT", 4)
-    if kernel.endswith("-mc"):
-        monkeypatch.setattr(W2, "MC", 1)
+    _set_variant(kernel, monkeypatch)
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel.startswith("ws2") else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)
