@@ -72,3 +72,17 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["multicast"] == 0 and r["cluster_barrier"] == 0, r
     if kind.endswith("-own"):    # 5 TMA pieces per page, issued from both P.V warpgroups
         assert r["tma"] >= 15, r
+
+
+def test_ws2_own_refill_choice(monkeypatch):
+    """ws2's own-piece refill: by default on for two row tiles, off for more and with 2-CTA clusters; OWN forces it,
+    and it brings its CHUNK_WAIT."""
+    import flash_mla.hopper.ws2_kernel as W2
+    monkeypatch.setattr(W2, "OWN", None)
+    assert [W2.own_refill(t) for t in (2, 3, 4, 8)] == [True, False, False, False]
+    assert not W2.own_refill(2, mc=True)
+    assert W2.chunk_wait(True) == W2.OWN_CHUNK_WAIT == 4 and W2.chunk_wait(False) == W2.CHUNK_WAIT
+    monkeypatch.setattr(W2, "OWN", 1)
+    assert W2.own_refill(4) and not W2.own_refill(4, mc=True)
+    monkeypatch.setattr(W2, "OWN", 0)
+    assert not W2.own_refill(2)

@@ -124,10 +124,14 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
     v_box = K.HEAD_DIM_V // K.CHUNK      # 64-column tiles per TMA box of the latent part
+    if cfg == WS2:
+        mc = bool(W2.MC) and grid[0] % 2 == 0      # 2-CTA clusters need an even number of row tiles
+        own = W2.own_refill(grid[0], mc)
+        cw = W2.chunk_wait(own)
     if cfg == PAIR:
         v_box = P.V_BOX
-    elif cfg == WS2 and W2.CHUNK_WAIT:
-        v_box //= W2.CHUNK_WAIT
+    elif cfg == WS2 and cw:
+        v_box //= cw
     k_desc, v_desc = make_descriptors(k_cache, v_box)
     if cfg == WS:
         launch = _launch_ws
@@ -136,9 +140,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
-        mc = bool(W2.MC) and grid[0] % 2 == 0      # 2-CTA clusters need an even number of row tiles
-        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=int(W2.CHUNK_WAIT), LAZY=int(W2.LAZY),
-                       NAMED=int(W2.NAMED), OWN=int(W2.OWN), MC=int(mc), **CL.MC_ZERO,
+        variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
+                       NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO,
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG)
     elif cfg == PAIR:

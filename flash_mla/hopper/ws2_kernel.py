@@ -42,15 +42,31 @@ LAZY = 8               # the shared row max moves only when a page's row max exc
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
 NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers)
-MC = 0                 # 1 (opt-in, not yet run on a GPU): 2-CTA clusters along the row tiles (even tile counts),
+MC = 0                 # 1 (opt-in; H100: 1-6 % slower, docs/perf-notes.md "Session 11"): 2-CTA clusters along the row tiles (even tile counts),
                        # each page multicast into both CTAs, half by each (ws_kernel._issue_mc; inline PTX in
                        # cluster.py, shared-memory offsets and tensor-map parameters from a first compile:
                        # launcher._ws2_cluster_kernel; docs/cluster-multicast.md)
-OWN = 0                # 1 (with CHUNK_WAIT = 4; opt-in, not yet timed): each P.V warpgroup refills the latent pieces
-                       # it reads itself, each once its accumulator's wgmma is done (no cross-warpgroup wait; the rope
-                       # piece, which holds P, after both as before); S runs over the pieces in landing order, rope last
+OWN = None             # each P.V warpgroup refills the latent pieces it reads itself, each once its accumulator's
+                       # wgmma is done (no cross-warpgroup wait; the rope piece, which holds P, after both as before);
+                       # S runs over the pieces in landing order, rope last. Needs CHUNK_WAIT = 4 (OWN_CHUNK_WAIT).
+                       # None (default): on when the query has at most OWN_TILES 64-row tiles (H100: 1.0-2.8 % faster
+                       # with 2 tiles, 1.6-3.7 % slower with 4; docs/perf-notes.md "Session 11"); 0 / 1 force it
+OWN_TILES = 2
+OWN_CHUNK_WAIT = 4
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
+
+
+def own_refill(tiles: int, mc: bool = False) -> bool:
+    """Whether a launch over ``tiles`` 64-row query tiles uses the own-piece refill (``OWN``; never with ``MC``)."""
+    if mc:
+        return False
+    return bool(OWN) if OWN is not None else tiles <= OWN_TILES
+
+
+def chunk_wait(own: bool) -> int:
+    """Latent pieces per page for a launch: OWN_CHUNK_WAIT with the own-piece refill, else CHUNK_WAIT."""
+    return OWN_CHUNK_WAIT if own else int(CHUNK_WAIT)
 
 
 @gluon.jit
