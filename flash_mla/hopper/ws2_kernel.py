@@ -28,7 +28,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv,
+from .ws_kernel import (P_BAR, _any_ne, _named_bar, _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv,
                         _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
@@ -41,7 +41,10 @@ CHUNK_WAIT = 2         # latent pieces per page: a page lands as its rope column
 LAZY = 8               # the shared row max moves only when a page's row max exceeds it by more than LAZY (log2
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
-NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers)
+NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers);
+                       # 2 (opt-in, not yet timed): also the running max M(n) handed between the softmax warpgroups
+                       # (named barriers M_BAR + SW: the producer's bar.arrive, the other's bar.sync)
+M_BAR = gl.constexpr(6)   # named barrier ids 6 / 7 (NAMED = 2: "M of a page of softmax warpgroup SW published")
 MC = 0                 # 1 (opt-in; H100: 1-6 % slower, docs/perf-notes.md "Session 11"): 2-CTA clusters along the row tiles (even tile counts),
                        # each page multicast into both CTAs, half by each (ws_kernel._issue_mc; inline PTX in
                        # cluster.py, shared-memory offsets and tensor-map parameters from a first compile:
@@ -160,7 +163,10 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 rmax = gl.max(sv, axis=1)
                 m_prev = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
                 if n > n0:
-                    mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
+                    if NAMED == 2:   # the other's arrive of page n - 1 (every arrive is matched, below)
+                        _named_bar(M_BAR + 1 - SW, 256, False)
+                    else:
+                        mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
                     m_prev = mx_smem.index(1 - SW).load(s_row)
                 if LAZY:
                     m_set = gl.where(rmax > m_prev + LAZY, rmax, m_prev)
@@ -168,8 +174,11 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 else:
                     m_set = gl.maximum(m_prev, rmax)
                 mx_smem.index(SW).store(m_set)
-                gl.thread_barrier()
-                mbarrier.arrive(m_ready.index(SW), count=1)
+                gl.thread_barrier()   # (also orders the read-back below within this warpgroup)
+                if NAMED == 2:
+                    _named_bar(M_BAR + SW, 256, True)
+                else:
+                    mbarrier.arrive(m_ready.index(SW), count=1)
                 # read back after the arrive: the exps below depend on it, so the compiler cannot schedule them
                 # before the hand-off (it did: the other warpgroup then waited for this one's exps)
                 m_new = mx_smem.index(SW).load(s_row)
@@ -182,6 +191,14 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     fl_smem.index(SW).store(flag)
                 _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED, P_BAR + 2 * SW)
                 _stamp(trace_ptr, g, 3, TRACE)
+            # NAMED = 2: the other warpgroup syncs on each page's M arrive at its next page; the chunk's last page's
+            # arrive is matched here, by the warpgroup that does not own it. A named barrier has no phase, so each
+            # arrive must be matched before the next on its id: the owner's next arrive (page + 2, or in the next
+            # chunk, after q_free, which needs this warpgroup's arrival below) follows this sync.
+            if NAMED == 2:
+                if n_end > n0:
+                    if (it0 + n_end - 1 - n0) % 2 != SW:
+                        _named_bar(M_BAR + 1 - SW, 256, False)
             # this warpgroup's S of the chunk are done (each page ended with a thread barrier, NAMED: the barrier
             # below; a chunk without a page for it read nothing): the other may overwrite its half of Q
             if NAMED:
