@@ -43,7 +43,7 @@ NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> eac
                        # producer's threads, bar.sync by the consumer's) instead of mbarriers (arrive after a
                        # warpgroup bar.sync, try_wait loop); ids P_BAR + 2 * stage + P.V warpgroup and
                        # FREE_BAR + stage
-P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, _any_ne 8 / 9)
+P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7, _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
