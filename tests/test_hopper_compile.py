@@ -43,7 +43,8 @@ WS_KERNELS = {
     "ws2-mbar": (128, WS2_SPILL_BUDGET, False),    # default until 2026-12-06; kept as a fallback)
     "ws2-own": (128, WS2_SPILL_BUDGET, False),     # OWN = 1: each P.V warpgroup refills its own pieces (opt-in)
     "ws2-mc": (128, WS2_SPILL_BUDGET, False),      # MC = 1: 2-CTA cluster, pages multicast (opt-in)
-    "ws2-mnamed": (128, WS2_SPILL_BUDGET, False),  # NAMED = 2: the running max on named barriers too (opt-in)
+    "ws2-mnamed": (128, WS2_SPILL_BUDGET, False),  # NAMED = 2: the running max on named barriers too (opt-in),
+    "ws2-mnamed-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 

@@ -128,13 +128,14 @@ def stats(compiled) -> dict:
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
     ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4), ``"ws2-mc"`` (MC = 1: 2-CTA cluster, multicast TMA), ``"ws2-mnamed"``
-    (NAMED = 2: the running max between the softmax warpgroups on named barriers too),
+    (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
-    flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2}}.get(kind.partition("-")[2], {})
+    flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
+             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
     if kind in ("ws", "ws-mbar"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed"):
+    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)
