@@ -76,7 +76,6 @@ def _mla_combine_kernel(
         tl.store(LSE + (bi + tl.zeros([], tl.int64)) * stride_lb + head * stride_lh + tok, lse, mask=row_ok)
 
 
-MAX_GRID_YZ = 65535    # CUDA's limit on a grid's y and z dimensions
 COMBINE_BLOCK_R = 4    # query rows per combine program (grid z = ceil(rows per KV head / COMBINE_BLOCK_R))
 
 

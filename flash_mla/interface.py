@@ -21,9 +21,9 @@ import os
 
 import torch
 
-from .combine import COMBINE_BLOCK_R, MAX_GRID_YZ, combine_splits
+from .combine import COMBINE_BLOCK_R, combine_splits
 from .reference import mla_decode_reference
-from .scheduler import get_mla_metadata, schedule_host  # get_mla_metadata is re-exported
+from .scheduler import MAX_GRID_YZ, get_mla_metadata, schedule_host  # get_mla_metadata is re-exported
 from .triton_kernel import interpreting, mla_decode_triton
 
 SUPPORTED_D = 576

@@ -43,6 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
+MAX_GRID_YZ = 65535    # CUDA's limit on a grid's y and z dimensions (the kernels' grid z: the scheduler's parts)
+
 BLOCK_N = 64          # keys per scheduling block
 FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks)
 BLOCK_M = 64          # query rows per CTA assumed when sizing the number of parts
@@ -191,8 +193,8 @@ def get_mla_metadata(
         num_sm_parts = num_sm_parts_for(device, num_heads_per_head_k, num_heads_k)
     if not isinstance(num_sm_parts, int) or num_sm_parts < 1:
         raise ValueError(f"num_sm_parts must be a positive int, got {num_sm_parts!r}")
-    if num_sm_parts > 65535:   # the kernels' grid z (CUDA's limit)
-        raise ValueError(f"num_sm_parts must be at most 65535, got {num_sm_parts}")
+    if num_sm_parts > MAX_GRID_YZ:   # the kernels' grid z
+        raise ValueError(f"num_sm_parts must be at most {MAX_GRID_YZ}, got {num_sm_parts}")
     op = _mla_metadata_op if torch.compiler.is_compiling() else _mla_metadata_impl
     return op(cache_seqlens, num_sm_parts)
 

@@ -122,7 +122,8 @@ def test_hopper_lockstep_variants(cfg, s_k, h_q, s_q, varlen):
 
 def _set_variant(kernel, monkeypatch):
     """The ws / ws2 module constants a kernel id's suffix names: -cw0 CHUNK_WAIT 0, -mbar NAMED 0 (mbarrier
-    hand-offs), -mnamed NAMED 2 (ws2), -own OWN 1 with CHUNK_WAIT 4 (also with four row tiles), -mc MC 1 (ws2's 2-CTA clusters)."""
+    hand-offs), -mnamed NAMED 2 (ws2), -own OWN 1 with CHUNK_WAIT 4 (also with four row tiles), -mc MC 1 (ws2's
+    2-CTA clusters)."""
     import flash_mla.hopper.ws2_kernel as W2
     import flash_mla.hopper.ws_kernel as W
     mod = W2 if kernel.startswith("ws2") else W

@@ -28,8 +28,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (P_BAR, _any_ne, _named_bar, _finish_chunk, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv,
-                        _ws_shared)
+from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _named_bar, _publish_p, _row_limits, _scaled_scores, _stamp,
+                        _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -45,15 +45,15 @@ NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named ba
                        # 2 (opt-in, not yet timed): also the running max M(n) handed between the softmax warpgroups
                        # (named barriers M_BAR + SW: the producer's bar.arrive, the other's bar.sync)
 M_BAR = gl.constexpr(6)   # named barrier ids 6 / 7 (NAMED = 2: "M of a page of softmax warpgroup SW published")
-MC = 0                 # 1 (opt-in; H100: 1-6 % slower, docs/perf-notes.md "Session 11"): 2-CTA clusters along the row tiles (even tile counts),
-                       # each page multicast into both CTAs, half by each (ws_kernel._issue_mc; inline PTX in
-                       # cluster.py, shared-memory offsets and tensor-map parameters from a first compile:
-                       # launcher._ws2_cluster_kernel; docs/cluster-multicast.md)
+MC = 0                 # 1 (opt-in; H100: 2-6 % slower, docs/perf-notes.md "Session 11"): 2-CTA clusters along the
+                       # row tiles (even tile counts), each page multicast into both CTAs, half by each
+                       # (ws_kernel._issue_mc; inline PTX in cluster.py, shared-memory offsets and tensor-map
+                       # parameters from a first compile: launcher._install_cluster_kernel; docs/cluster-multicast.md)
 OWN = None             # each P.V warpgroup refills the latent pieces it reads itself, each once its accumulator's
                        # wgmma is done (no cross-warpgroup wait; the rope piece, which holds P, after both as before);
                        # S runs over the pieces in landing order, rope last. Needs CHUNK_WAIT = 4 (OWN_CHUNK_WAIT).
-                       # None (default): on when the query has at most OWN_TILES 64-row tiles (H100: 1.0-2.8 % faster
-                       # with 2 tiles, 1.6-3.7 % slower with 4; docs/perf-notes.md "Session 11"); 0 / 1 force it
+                       # None (default): on when the query has at most OWN_TILES 64-row tiles (H100: 0.7-2.9 % faster
+                       # with 2 tiles, 0.9-3.5 % slower with 4; docs/perf-notes.md "Session 11"); 0 / 1 force it
 OWN_TILES = 2
 OWN_CHUNK_WAIT = 4
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
