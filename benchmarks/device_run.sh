@@ -7,7 +7,7 @@
 #        one process over the whole matrix (FVO_REPS, default 4, ABBA order)
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
-# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples to smi.csv.
+# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples to smi_<steps>.csv.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 if [ -n "${SMI_LOG:-}" ]; then   # SM clock, power and throttle reasons every 100 ms for the whole call
   nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
-    --format=csv -lms 100 > "$OUT/smi.csv" 2>&1 & SMI_PID=$!; trap 'kill $SMI_PID 2>/dev/null' EXIT
+    --format=csv -lms 100 > "$OUT/smi_${steps// /_}.csv" 2>&1 & SMI_PID=$!; trap 'kill $SMI_PID 2>/dev/null' EXIT
 fi
 for step in $steps; do
   case $step in
