@@ -45,7 +45,8 @@ WS_KERNELS = {
     "ws2-mc": (128, WS2_SPILL_BUDGET, False),      # MC = 1: 2-CTA cluster, pages multicast (opt-in)
     "ws2-mnamed": (128, WS2_SPILL_BUDGET, False),  # NAMED = 2: the running max on named barriers too (opt-in),
     "ws2-mnamed-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
-    "ws2-splitp": (128, WS2_SPILL_BUDGET, False),  # SPLITP = 1: P published in two key halves (opt-in)
+    "ws2-splitp": (128, WS2_SPILL_BUDGET, False),  # SPLITP = 1: P published in two key halves (opt-in),
+    "ws2-splitp-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -78,8 +79,8 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
 
 
 def test_ws2_own_refill_choice(monkeypatch):
-    """ws2's own-piece refill: by default on for two row tiles, off for more, with 2-CTA clusters and with SPLITP;
-    OWN forces it, and it brings its CHUNK_WAIT."""
+    """ws2's own-piece refill: by default on for two row tiles, off for more and with 2-CTA clusters; OWN forces it,
+    and it brings its CHUNK_WAIT."""
     import flash_mla.hopper.ws2_kernel as W2
     monkeypatch.setattr(W2, "OWN", None)
     assert [W2.own_refill(t) for t in (2, 3, 4, 8)] == [True, False, False, False]
@@ -88,7 +89,4 @@ def test_ws2_own_refill_choice(monkeypatch):
     monkeypatch.setattr(W2, "OWN", 1)
     assert W2.own_refill(4) and not W2.own_refill(4, mc=True)
     monkeypatch.setattr(W2, "OWN", 0)
-    assert not W2.own_refill(2)
-    monkeypatch.setattr(W2, "OWN", None)
-    monkeypatch.setattr(W2, "SPLITP", 1)    # P in two key halves: never with the own-piece refill
     assert not W2.own_refill(2)

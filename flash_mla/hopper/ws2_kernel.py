@@ -59,15 +59,15 @@ OWN_CHUNK_WAIT = 4
 SPLITP = 0             # 1 (opt-in, not yet timed): P published in two key halves (keys 0-31, then 32-63), each a
                        # 64 x 32 tile over half of the rope slot; the P.V warpgroups run the first half's k-steps
                        # (mbarrier p_ready) while the softmax warpgroup computes the second half's exps (named
-                       # barriers, as NAMED = 1). Needs NAMED = 1; never with OWN or MC
+                       # barriers, as NAMED = 1). Needs NAMED = 1; not with MC; with OWN (two row tiles by default)
+                       # each accumulator's pieces are refilled once both halves are multiplied
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
 
 def own_refill(tiles: int, mc: bool = False) -> bool:
-    """Whether a launch over ``tiles`` 64-row query tiles uses the own-piece refill (``OWN``; never with ``MC`` or
-    ``SPLITP``)."""
-    if mc or SPLITP:
+    """Whether a launch over ``tiles`` 64-row query tiles uses the own-piece refill (``OWN``; never with ``MC``)."""
+    if mc:
         return False
     return bool(OWN) if OWN is not None else tiles <= OWN_TILES
 
@@ -278,7 +278,7 @@ def mla_decode_ws2_kernel(
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
-    gl.static_assert((SPLITP == 0) | ((NAMED == 1) & (OWN == 0) & (MC == 0)), "SPLITP: with NAMED 1, not OWN / MC")
+    gl.static_assert((SPLITP == 0) | ((NAMED == 1) & (MC == 0)), "SPLITP: with NAMED 1, not MC")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,

@@ -344,7 +344,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln_end = 0
     lpage = 0
     gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
-    gl.static_assert((not SPLITP) or (SPLIT and NAMED == 1 and not OWN), "SPLITP: two accumulators, NAMED 1, not OWN")
+    gl.static_assert((not SPLITP) or (SPLIT and NAMED == 1), "SPLITP: two accumulators, NAMED 1")
     gl.static_assert((MC == 0) | ((CW > 0) & (OWN == 0) & (NAMED != 0)), "MC: with CHUNK_WAIT > 0, NAMED, not OWN")
     EB: gl.constexpr = dtype.primitive_bitwidth // 8
     lead = 0
@@ -416,16 +416,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     if SPLIT:
                         acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                if OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read
-                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                    acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
-                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1 + 2 * WG,
-                                 PAGE, CHUNK)
-                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2 + 2 * WG,
-                                 PAGE, CHUNK)
-                elif SPLITP:   # keys 0-31, then (second half published) keys 32-63
+                if SPLITP:   # keys 0-31, then (second half published) keys 32-63
                     p2 = kr_smem.index(stage)._reinterpret(dtype, [2, BLOCK_M, PAGE // 2], HALF_P_LAYOUT)
                     v_lo = kv.slice(0, PAGE // 2, dim=0)
                     v_hi = kv.slice(PAGE // 2, PAGE // 2, dim=0)
@@ -434,7 +425,24 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     _named_bar(P_BAR + 2 * stage + WG, 256, False)
                     acc = warpgroup_mma(p2.index(1), v_hi.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
                     acc1 = warpgroup_mma(p2.index(1), v_hi.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                    if OWN:   # all but the last group done: acc is complete -> its two tiles, then acc1's
+                        acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
+                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                     1 + 2 * WG, PAGE, CHUNK)
+                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
+                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                     2 + 2 * WG, PAGE, CHUNK)
+                    else:
+                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
+                elif OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read
+                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
+                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                    acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
+                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1 + 2 * WG,
+                                 PAGE, CHUNK)
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
+                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2 + 2 * WG,
+                                 PAGE, CHUNK)
                 else:
                     acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
                     if SPLIT:
