@@ -10,7 +10,8 @@ S runs on the tensor cores.
 The online softmax stays exact with one running row max shared by both: for page n the owner waits for M(n-1)
 (published by the other warpgroup, ``mx_smem[(n-1) % 2]`` / ``m_ready``), takes M(n) = max(M(n-1), rowmax S(n)),
 publishes it, and hands the P·V warpgroups P(n) = exp2(S(n) - M(n)) and alpha(n) = exp2(M(n-1) - M(n)) exactly as
-``ws_kernel`` does, so the P·V warpgroups (``ws_kernel._ws_pv``) are unchanged. Each softmax warpgroup keeps the
+``ws_kernel`` does, so the P·V warpgroups are ``ws_kernel._ws_pv`` (SPLITP: P in two key halves, the first on
+``p_ready``). Each softmax warpgroup keeps the
 row sum of its own pages relative to the max of its last page; at a chunk's end warpgroup 1 hands its (l, m) to
 warpgroup 0, which combines them, writes lse and hands 1/l to the P·V warpgroups. Q is staged by both (half each)
 once both are done with the previous chunk's S (``q_free`` / ``q_ready``).
@@ -59,7 +60,7 @@ OWN_CHUNK_WAIT = 4
 SPLITP = 0             # 1 (opt-in, not yet timed): P published in two key halves (keys 0-31, then 32-63), each a
                        # 64 x 32 tile over half of the rope slot; the P.V warpgroups run the first half's k-steps
                        # (mbarrier p_ready) while the softmax warpgroup computes the second half's exps (named
-                       # barriers, as NAMED = 1). Needs NAMED = 1; not with MC; with OWN (two row tiles by default)
+                       # barriers, as NAMED = 1). Needs NAMED = 1; off under MC (launcher); with OWN (two row tiles by default)
                        # each accumulator's pieces are refilled once both halves are multiplied
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
