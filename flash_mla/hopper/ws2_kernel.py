@@ -29,8 +29,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (HALF_P_LAYOUT, P_BAR, _any_ne, _finish_chunk, _named_bar, _publish_p, _row_limits, _scaled_scores, _stamp,
-                        _ws_pv, _ws_shared)
+from .ws_kernel import (HALF_P_LAYOUT, P_BAR, _any_ne, _finish_chunk, _named_bar, _publish_p, _row_limits,
+                        _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -60,8 +60,8 @@ OWN_CHUNK_WAIT = 4
 SPLITP = 0             # 1 (opt-in, not yet timed): P published in two key halves (keys 0-31, then 32-63), each a
                        # 64 x 32 tile over half of the rope slot; the P.V warpgroups run the first half's k-steps
                        # (mbarrier p_ready) while the softmax warpgroup computes the second half's exps (named
-                       # barriers, as NAMED = 1). Needs NAMED = 1; off under MC (launcher); with OWN (two row tiles by default)
-                       # each accumulator's pieces are refilled once both halves are multiplied
+                       # barriers, as NAMED = 1). Needs NAMED = 1; off under MC (launcher); with OWN (two row tiles
+                       # by default) each accumulator's pieces are refilled once both halves are multiplied
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -274,8 +274,8 @@ def mla_decode_ws2_kernel(
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
     NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
-    SPLITP: gl.constexpr = 0, MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0, RR_OFF: gl.constexpr = 0,
-    CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
+    SPLITP: gl.constexpr = 0, MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
+    RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
