@@ -43,8 +43,9 @@ LAZY = 8               # the shared row max moves only when a page's row max exc
                        # units; P <= 2^LAZY), so alpha is exactly 1 on almost every page and the P·V warpgroups
                        # skip the O rescale (a flag per page); 0: the exact running max, rescale every page
 NAMED = 1              # as ws_kernel.NAMED (P published, stage read on named barriers instead of mbarriers);
-                       # 2 (opt-in, not yet timed): also the running max M(n) handed between the softmax warpgroups
-                       # (named barriers M_BAR + SW: the producer's bar.arrive, the other's bar.sync)
+                       # 2 (opt-in; H100: correct, not faster, docs/perf-notes.md "Session 12"): also the running
+                       # max M(n) handed between the softmax warpgroups (named barriers M_BAR + SW: the producer's
+                       # bar.arrive, the other's bar.sync)
 M_BAR = gl.constexpr(6)   # named barrier ids 6 / 7 (NAMED = 2: "M of a page of softmax warpgroup SW published")
 MC = 0                 # 1 (opt-in; H100: 2-6 % slower, docs/perf-notes.md "Session 11"): 2-CTA clusters along the
                        # row tiles (even tile counts), each page multicast into both CTAs, half by each
