@@ -425,31 +425,22 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     _named_bar(P_BAR + 2 * stage + WG, 256, False)
                     acc = warpgroup_mma(p2.index(1), v_hi.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
                     acc1 = warpgroup_mma(p2.index(1), v_hi.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                    if OWN:   # all but the last group done: acc is complete -> its two tiles, then acc1's
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
-                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
-                                     1 + 2 * WG, PAGE, CHUNK)
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
-                                     2 + 2 * WG, PAGE, CHUNK)
-                    else:
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                elif OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read
+                else:
                     acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                    if SPLIT:
+                        acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                if OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read: all
+                    # but the last wgmma group done means acc is complete
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
                     _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1 + 2 * WG,
                                  PAGE, CHUNK)
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
                     _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2 + 2 * WG,
                                  PAGE, CHUNK)
+                elif SPLIT:
+                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
                 else:
-                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                    if SPLIT:
-                        acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                    else:
-                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 if NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
                     _named_bar(FREE_BAR + stage, 256, WG == 1)
