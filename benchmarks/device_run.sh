@@ -7,7 +7,8 @@
 #        one process over the whole matrix (FVO_REPS, default 4, ABBA order)
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
-# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples to smi_<steps>.csv.
+# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples
+# (SM clock, power, throttle reasons) to smi_<steps>.csv.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}

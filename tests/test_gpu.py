@@ -120,27 +120,26 @@ def test_hopper_lockstep_variants(cfg, s_k, h_q, s_q, varlen):
     assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)
 
 
+# kernel-id suffix -> the module constants it sets (in ws2_kernel for "ws2-..." ids, ws_kernel for "ws-...")
+_VARIANTS = {
+    "-cw0": {"CHUNK_WAIT": 0, "OWN": 0},   # (the own-piece refill, on for two row tiles, brings CHUNK_WAIT 4)
+    "-mbar": {"NAMED": 0},                 # mbarrier hand-offs
+    "-mnamed": {"NAMED": 2},               # the running max on named barriers too (ws2)
+    "-own": {"OWN": 1, "CHUNK_WAIT": 4},   # own-piece refill, also with four row tiles (ws2)
+    "-mc": {"MC": 1},                      # 2-CTA clusters (ws2)
+    "-splitp": {"SPLITP": 1},              # P in two key halves (ws2)
+}
+
+
 def _set_variant(kernel, monkeypatch):
-    """The ws / ws2 module constants a kernel id's suffix names: -cw0 CHUNK_WAIT 0, -mbar NAMED 0 (mbarrier
-    hand-offs), -mnamed NAMED 2 (ws2), -own OWN 1 with CHUNK_WAIT 4 (also with four row tiles), -mc MC 1 (ws2's
-    2-CTA clusters), -splitp SPLITP 1 (ws2: P in two key halves)."""
+    """Set the ws / ws2 module constants that ``kernel``'s suffix names (``_VARIANTS``)."""
     import flash_mla.hopper.ws2_kernel as W2
     import flash_mla.hopper.ws_kernel as W
     mod = W2 if kernel.startswith("ws2") else W
-    if kernel.endswith("-cw0"):   # (the own-piece refill, on by default for two row tiles, brings CHUNK_WAIT 4)
-        monkeypatch.setattr(W2, "CHUNK_WAIT", 0)
-        monkeypatch.setattr(W2, "OWN", 0)
-    if kernel.endswith("-mbar"):
-        monkeypatch.setattr(mod, "NAMED", 0)
-    if kernel.endswith("-mnamed"):
-        monkeypatch.setattr(W2, "NAMED", 2)
-    if kernel.endswith("-own"):
-        monkeypatch.setattr(W2, "OWN", 1)
-        monkeypatch.setattr(W2, "CHUNK_WAIT", 4)
-    if kernel.endswith("-mc"):
-        monkeypatch.setattr(W2, "MC", 1)
-    if kernel.endswith("-splitp"):
-        monkeypatch.setattr(W2, "SPLITP", 1)
+    for suffix, consts in _VARIANTS.items():
+        if kernel.endswith(suffix):
+            for name, value in consts.items():
+                monkeypatch.setattr(mod, name, value)
 
 
 @pytest.mark.parametrize("lens,s_q,h_q,dtype,causal,parts", [
