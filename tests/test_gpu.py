@@ -127,7 +127,6 @@ _VARIANTS = {
     "-mnamed": {"NAMED": 2},               # the running max on named barriers too (ws2)
     "-own": {"OWN": 1, "CHUNK_WAIT": 4},   # own-piece refill, also with four row tiles (ws2)
     "-mc": {"MC": 1},                      # 2-CTA clusters (ws2)
-    "-splitp": {"SPLITP": 1},              # P in two key halves (ws2)
 }
 
 
@@ -150,14 +149,14 @@ def _set_variant(kernel, monkeypatch):
     ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc",
-                                    "ws2-mnamed", "ws2-splitp"])
+                                    "ws2-mnamed"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:
     NAMED = 0, the per-page hand-offs on mbarriers instead of the default named barriers; -own: OWN = 1 with
     CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc: MC = 1, 2-CTA clusters with multicast pages
     where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2, the running max between ws2's softmax
-    warpgroups on named barriers too; -splitp: SPLITP = 1, P published and multiplied in two key halves)."""
+    warpgroups on named barriers too)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -200,7 +199,7 @@ def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-splitp"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed"])
 def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages
     scaled up), and drops again: the pages where the max moves are the only ones on which the P·V warpgroups

@@ -45,8 +45,6 @@ WS_KERNELS = {
     "ws2-mc": (128, WS2_SPILL_BUDGET, False),      # MC = 1: 2-CTA cluster, pages multicast (opt-in)
     "ws2-mnamed": (128, WS2_SPILL_BUDGET, False),  # NAMED = 2: the running max on named barriers too (opt-in),
     "ws2-mnamed-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
-    "ws2-splitp": (128, WS2_SPILL_BUDGET, False),  # SPLITP = 1: P published in two key halves (opt-in),
-    "ws2-splitp-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 

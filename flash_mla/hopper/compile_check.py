@@ -70,8 +70,7 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     from . import ws2_kernel as W2
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
-              "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC),
-              "SPLITP": int(W2.SPLITP), **overrides}
+              "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **consts}
@@ -130,16 +129,13 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
     ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4), ``"ws2-mc"`` (MC = 1: 2-CTA cluster, multicast TMA), ``"ws2-mnamed"``
     (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
-    ``"ws2-splitp"`` (SPLITP = 1: P published in two key halves; ``"ws2-splitp-own"`` with OWN),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
     flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
-             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "splitp": {"SPLITP": 1},
-             "splitp-own": {"SPLITP": 1, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
+             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
     if kind in ("ws", "ws-mbar"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own", "ws2-splitp",
-                  "ws2-splitp-own"):
+    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)

@@ -10,8 +10,7 @@ S runs on the tensor cores.
 The online softmax stays exact with one running row max shared by both: for page n the owner waits for M(n-1)
 (published by the other warpgroup, ``mx_smem[(n-1) % 2]`` / ``m_ready``), takes M(n) = max(M(n-1), rowmax S(n)),
 publishes it, and hands the P·V warpgroups P(n) = exp2(S(n) - M(n)) and alpha(n) = exp2(M(n-1) - M(n)) exactly as
-``ws_kernel`` does, so the P·V warpgroups are ``ws_kernel._ws_pv`` (SPLITP: P in two key halves, the first on
-``p_ready``). Each softmax warpgroup keeps the
+``ws_kernel`` does, so the P·V warpgroups are ``ws_kernel._ws_pv``. Each softmax warpgroup keeps the
 row sum of its own pages relative to the max of its last page; at a chunk's end warpgroup 1 hands its (l, m) to
 warpgroup 0, which combines them, writes lse and hands 1/l to the P·V warpgroups. Q is staged by both (half each)
 once both are done with the previous chunk's S (``q_free`` / ``q_ready``).
@@ -29,7 +28,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (HALF_P_LAYOUT, P_BAR, _any_ne, _finish_chunk, _named_bar, _publish_p, _row_limits,
+from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _named_bar, _publish_p, _row_limits,
                         _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
@@ -58,11 +57,6 @@ OWN = None             # each P.V warpgroup refills the latent pieces it reads i
                        # with 2 tiles, 0.9-3.5 % slower with 4; docs/perf-notes.md "Session 11"); 0 / 1 force it
 OWN_TILES = 2
 OWN_CHUNK_WAIT = 4
-SPLITP = 0             # 1 (opt-in, not yet timed): P published in two key halves (keys 0-31, then 32-63), each a
-                       # 64 x 32 tile over half of the rope slot; the P.V warpgroups run the first half's k-steps
-                       # (mbarrier p_ready) while the softmax warpgroup computes the second half's exps (named
-                       # barriers, as NAMED = 1). Needs NAMED = 1; off under MC (launcher); with OWN (two row tiles
-                       # by default) each accumulator's pieces are refilled once both halves are multiplied
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -87,8 +81,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0,
-                 SPLITP: gl.constexpr = 0):
+                 NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     if MC:   # (see _ws_pv)
         CL.cluster_sync(CL.warpgroup_tid())
@@ -192,32 +185,12 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 m_new = mx_smem.index(SW).load(s_row)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_prev - m_use)
-                if SPLITP:   # keys 0-31 first (with alpha and the flag) on p_ready, keys 32-63 on the named barriers
-                    d = sv - m_use[:, None]
-                    d_lo, d_hi = gl.split(gl.permute(gl.reshape(d, [BLOCK_M, 2, PAGE // 2]), [0, 2, 1]))
-                    p2 = kr._reinterpret(dtype, [2, BLOCK_M, PAGE // 2], HALF_P_LAYOUT)
-                    p_lo = gl.exp2(d_lo)
-                    if LAZY:
-                        fl_smem.index(SW).store(flag)
-                    ax_smem.index(SW).store(alpha)
-                    p2.index(0).store(p_lo.to(dtype))
-                    fence_async_shared()
-                    gl.thread_barrier()
-                    mbarrier.arrive(p_ready.index(SW), count=1)
-                    p_hi = gl.exp2(d_hi)
-                    p2.index(1).store(p_hi.to(dtype))
-                    fence_async_shared()
-                    _named_bar(P_BAR + 2 * SW, 256, True)
-                    _named_bar(P_BAR + 2 * SW + 1, 256, True)
-                    rs = gl.convert_layout(gl.sum(p_lo + p_hi, axis=1), s_row)
-                    l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + rs
-                else:
-                    p = gl.exp2(sv - m_use[:, None])
-                    l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
-                    if LAZY:
-                        fl_smem.index(SW).store(flag)
-                    _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED,
-                               P_BAR + 2 * SW)
+                p = gl.exp2(sv - m_use[:, None])
+                l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
+                if LAZY:
+                    fl_smem.index(SW).store(flag)
+                _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED,
+                           P_BAR + 2 * SW)
                 m_w = m_new
                 _stamp(trace_ptr, g, 3, TRACE)
             # NAMED = 2: the other warpgroup syncs on each page's M arrive at its next page; the chunk's last page's
@@ -275,12 +248,11 @@ def mla_decode_ws2_kernel(
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
     NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
-    SPLITP: gl.constexpr = 0, MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
+    MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
-    gl.static_assert((SPLITP == 0) | ((NAMED == 1) & (MC == 0)), "SPLITP: with NAMED 1, not MC")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
@@ -318,20 +290,20 @@ def mla_decode_ws2_kernel(
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, SPLITP)),
+                  VD_PARAM)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, SPLITP)),
+                  VD_PARAM)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, SPLITP)),
+                        NAMED, OWN, MC)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, SPLITP)),
+                        NAMED, OWN, MC)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

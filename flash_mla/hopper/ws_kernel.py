@@ -45,7 +45,6 @@ NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> eac
                        # FREE_BAR + stage
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7, _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
-HALF_P_LAYOUT = gl.constexpr(gl.NVMMASharedLayout(swizzle_byte_width=64, element_bitwidth=16, rank=2))  # SPLITP
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
 MAXNREG = 168          # launch registers: 12 warps x 168 = 64,512, the pool the partitions' setmaxnreg values
@@ -307,7 +306,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0,
            MC: gl.constexpr = 0, cl_free=None, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
            RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0,
-           VD_PARAM: gl.constexpr = 0, SPLITP: gl.constexpr = 0):
+           VD_PARAM: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -318,8 +317,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     itself, each as soon as its accumulator's wgmma is done (pieces 1 + 2 WG, then 2 + 2 WG); warpgroup 0 the rope
     piece (which holds P) after both. MC (ws2, opt-in): 2-CTA cluster, each page multicast into both CTAs, half
     by each (``_issue_mc``); a stage is refilled once both CTAs have read it (``cl_free``: a local and a remote
-    arrive per page). SPLITP (ws2, opt-in): P arrives in two key halves (64 x 32 tiles over the rope slot); the
-    first (mbarrier ``p_ready``, with alpha and the flag) is multiplied while the second's exps are computed."""
+    arrive per page)."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -344,7 +342,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     ln_end = 0
     lpage = 0
     gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
-    gl.static_assert((not SPLITP) or (SPLIT and NAMED == 1), "SPLITP: two accumulators, NAMED 1")
     gl.static_assert((MC == 0) | ((CW > 0) & (OWN == 0) & (NAMED != 0)), "MC: with CHUNK_WAIT > 0, NAMED, not OWN")
     EB: gl.constexpr = dtype.primitive_bitwidth // 8
     lead = 0
@@ -401,9 +398,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                         mbarrier.wait(kv_ready.index((CW + 1) * stage + 1 + WG * (CW // 2) + j), ph)
                 else:
                     mbarrier.wait(kv_ready.index(stage), ph)
-                if NAMED and not SPLITP:
+                if NAMED:
                     _named_bar(P_BAR + 2 * stage + WG, 256, False)
-                else:   # (SPLITP: the first key half)
+                else:
                     mbarrier.wait(p_ready.index(stage), ph)
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
@@ -416,19 +413,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     if SPLIT:
                         acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                if SPLITP:   # keys 0-31, then (second half published) keys 32-63
-                    p2 = kr_smem.index(stage)._reinterpret(dtype, [2, BLOCK_M, PAGE // 2], HALF_P_LAYOUT)
-                    v_lo = kv.slice(0, PAGE // 2, dim=0)
-                    v_hi = kv.slice(PAGE // 2, PAGE // 2, dim=0)
-                    acc = warpgroup_mma(p2.index(0), v_lo.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                    acc1 = warpgroup_mma(p2.index(0), v_lo.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                    _named_bar(P_BAR + 2 * stage + WG, 256, False)
-                    acc = warpgroup_mma(p2.index(1), v_hi.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                    acc1 = warpgroup_mma(p2.index(1), v_hi.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                else:
-                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                    if SPLIT:
-                        acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
+                if SPLIT:
+                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
                 if OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read: all
                     # but the last wgmma group done means acc is complete
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
