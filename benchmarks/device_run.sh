@@ -2,7 +2,8 @@
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
 #   bash benchmarks/device_run.sh [tests|sweep|sanitize|consan|trace|latency|bench|ab|fvo|cluster]...   (default: tests bench)
 #   ab:  hopper_dev correctness under each of AB_CFGS (';'-separated, e.g. "auto:NAMED=0;auto:NAMED=1"), then the
-#        configs timed interleaved AB_REPS times (default 2) over AB_HQ (default 16,32,64,128), non-varlen
+#        configs timed interleaved AB_REPS times (default 2) over AB_HQ (default 16,32,64,128), non-varlen (AB_VARLEN=1:
+#        and varlen)
 #   fvo: FlashMLA built from source (.flashmla_src, see benchmarks/flashmla_src.sh; carry it) timed against ours in
 #        one process over the whole matrix (FVO_REPS, default 4, ABBA order)
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
@@ -47,7 +48,7 @@ for step in $steps; do
           > "$OUT/ab_check.log" 2>&1
         grep -E "^correctness" "$OUT/ab_check.log"
         timeout "${AB_TIMEOUT:-300}" python3 benchmarks/hopper_dev.py --no-check --backends hopper --cfgs "$rep" \
-          --hq "${AB_HQ:-16,32,64,128}" > "$OUT/ab.log" 2>&1; grep -E "^s_k" "$OUT/ab.log" | sed -E 's/ +[0-9]+ GB\/s +[0-9]+ TF//g' ;;
+          --hq "${AB_HQ:-16,32,64,128}" ${AB_VARLEN:+--varlen} > "$OUT/ab.log" 2>&1; grep -E "^s_k" "$OUT/ab.log" | sed -E 's/ +[0-9]+ GB\/s +[0-9]+ TF//g' ;;
     fvo) python3 benchmarks/flashmla_vs_ours.py --reps "${FVO_REPS:-4}" --json "$OUT/fvo.json" > "$OUT/fvo.log" 2>&1
          grep -E "built|geo-mean" "$OUT/fvo.log"; grep -E "ratio" "$OUT/fvo.log" | sed -E 's/ cos_diff.*//' ;;
     cluster) (cd benchmarks/experiments/cluster_multicast && timeout 150 python3 run_gpu.py) > "$OUT/cluster.log" 2>&1

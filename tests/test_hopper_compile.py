@@ -45,6 +45,9 @@ WS_KERNELS = {
     "ws2-mc": (128, WS2_SPILL_BUDGET, False),      # MC = 1: 2-CTA cluster, pages multicast (opt-in)
     "ws2-mnamed": (128, WS2_SPILL_BUDGET, False),  # NAMED = 2: the running max on named barriers too (opt-in),
     "ws2-mnamed-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
+    "ws-qtma": (168, WS_SPILL_BUDGET, False),      # Q_TMA = 1: the Q tile by TMA (opt-in)
+    "ws2-qtma": (128, WS2_SPILL_BUDGET, False),
+    "ws2-qtma-own": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -88,3 +91,24 @@ def test_ws2_own_refill_choice(monkeypatch):
     assert W2.own_refill(4) and not W2.own_refill(4, mc=True)
     monkeypatch.setattr(W2, "OWN", 0)
     assert not W2.own_refill(2)
+
+
+def test_q_descriptor_views():
+    """Q_TMA's descriptor: q as [b, s_q * h_q, 576] with one row stride where q's layout has one; None (plain loads)
+    where it does not or where TMA's 16-byte rules fail."""
+    import torch
+
+    from flash_mla.hopper.launcher import q_descriptor
+    q = torch.randn(3, 2, 16, 576, dtype=torch.bfloat16)
+    d = q_descriptor(q)
+    assert list(d.shape) == [3, 32, 576] and list(d.strides) == [2 * 16 * 576, 576, 1]
+    assert list(d.block_shape) == [1, 64, 64]
+    wide = torch.randn(3, 1, 16, 640, dtype=torch.bfloat16)[..., :576]           # rows 640 apart
+    assert list(q_descriptor(wide).strides) == [16 * 640, 640, 1]
+    one = torch.randn(1, 2, 1, 576, dtype=torch.bfloat16)                          # b = 1, h_q = 1: rows s_q apart
+    assert list(q_descriptor(one).shape) == [1, 2, 576] and q_descriptor(one).strides[1] == 576
+    assert q_descriptor(q.transpose(1, 2).contiguous().transpose(1, 2)) is None   # (s_q, h_q) not one stride
+    odd = torch.randn(3, 1, 16, 580, dtype=torch.bfloat16)[..., :576]              # 1,160-byte rows
+    assert q_descriptor(odd) is None
+    base = torch.randn(3 * 16 * 576 + 1, dtype=torch.bfloat16)[1:].view(3, 1, 16, 576)   # 2-byte offset base
+    assert q_descriptor(base) is None

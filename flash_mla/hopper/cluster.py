@@ -160,7 +160,7 @@ def find_offset(offsets, shape: str) -> int:
 
 
 def tensormap_params(ptx: str) -> list[int]:
-    """Indices of the kernel's 128-byte CUtensorMap parameters, in order (k_desc, v_desc)."""
+    """Indices of the kernel's 128-byte CUtensorMap parameters, in order (k_desc, v_desc, then q_desc's place)."""
     return [int(i) for i in re.findall(rf"\.param \.align 64 \.b8 {KERNEL_NAME}_param_(\d+)\[128\]", ptx)]
 
 
@@ -173,7 +173,7 @@ def mc_constants(first_compile, chunk_wait: int) -> dict:
     (they change neither the allocation nor the parameter list, so the second compile with them has the same
     layout: callers assert it)."""
     offs = smem_offsets(first_compile)
-    kd, vd = tensormap_params(first_compile.asm["ptx"])
+    kd, vd = tensormap_params(first_compile.asm["ptx"])[:2]   # (a third: the Q descriptor argument)
     return dict(KV_OFF=find_offset(offs, "2x64x512x"), KR_OFF=find_offset(offs, "2x64x64x"),
                 RR_OFF=find_offset(offs, f"{2 * (chunk_wait + 1)}x1xi64"), CF_OFF=find_offset(offs, "3x1xi64"),
                 KD_PARAM=kd, VD_PARAM=vd)

@@ -17,17 +17,21 @@ from . import kernel as K
 SMEM_LIMIT = 232448  # 227 KB opt-in shared memory per block on H100
 
 
-def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD_DIM_V // K.CHUNK) -> dict:
+def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD_DIM_V // K.CHUNK,
+         q_tma: bool = False) -> dict:
     """Argument types of ``kernel`` (in its parameter order) for bf16/fp16 and the cache's TMA layout
-    (``v_box``: 64-column tiles per box of the chunk-major latent descriptor)."""
+    (``v_box``: 64-column tiles per box of the chunk-major latent descriptor; ``q_tma``: the ws kernels' ``q_desc``
+    is Q's 1 x 64 x 64-box descriptor, else the ``k_desc`` placeholder the launcher passes)."""
     ptr = f"*{dtype_str}"
     desc = f"tensordesc<{dtype_str}[{K.PAGE}, {K.CHUNK}],{layout!r}>"
     nv = v_box
     layout3 = gl.NVMMASharedLayout.get_default_for([nv, K.PAGE, K.CHUNK], _GL[dtype_str])
     vdesc = f"tensordesc<{dtype_str}[{nv}, {K.PAGE}, {K.CHUNK}],{layout3!r}>"
+    q_layout3 = gl.NVMMASharedLayout.get_default_for([1, K.BLOCK_M, K.CHUNK], _GL[dtype_str])
+    qdesc = f"tensordesc<{dtype_str}[1, {K.BLOCK_M}, {K.CHUNK}],{q_layout3!r}>" if q_tma else desc
     types = {
         "q_ptr": ptr, "stride_qb": "i64", "stride_qs": "i64", "stride_qh": "i64",
-        "k_desc": desc, "v_desc": vdesc,
+        "k_desc": desc, "v_desc": vdesc, "q_desc": qdesc,
         "bt_ptr": "*i32", "stride_bt": "i64",
         "seqlens_ptr": "*i32", "meta_ptr": "*i32", "num_splits_ptr": "*i32",
         "out_ptr": ptr, "lse_ptr": "*fp32",
@@ -47,7 +51,7 @@ def _compile(kernel, dtype_str: str, consts: dict, options: dict, v_box: int = K
     """``kernel`` compiled for sm_90a with the cache's TMA layout for ``dtype_str`` (no GPU needed)."""
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], _GL[dtype_str])
     consts = {"BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, **consts}
-    src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box), consts)
+    src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box, bool(consts.get("Q_TMA"))), consts)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -129,13 +133,15 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
     ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4), ``"ws2-mc"`` (MC = 1: 2-CTA cluster, multicast TMA), ``"ws2-mnamed"``
     (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
+    ``"ws-qtma"`` / ``"ws2-qtma"`` (Q_TMA = 1: the Q tile by TMA; ``"ws2-qtma-own"`` with OWN),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
     flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
-             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
-    if kind in ("ws", "ws-mbar"):
+             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1},
+             "qtma-own": {"Q_TMA": 1, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
+    if kind in ("ws", "ws-mbar", "ws-qtma"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own"):
+    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own", "ws2-qtma", "ws2-qtma-own"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)

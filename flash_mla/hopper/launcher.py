@@ -65,6 +65,27 @@ def make_descriptors(k_cache, v_box: int = K.HEAD_DIM_V // K.CHUNK):
     return k_desc, v_desc
 
 
+def q_descriptor(q: torch.Tensor):
+    """TMA descriptor over q as ``[b, s_q * h_q, 576]`` (box 1 x 64 x 64, the 3-D layout of ``make_descriptors``'
+    latent view: a box lands as one 64 x 64 chunk of the swizzled Q tile), or None where q's layout has no such
+    view (its (s_q, h_q) rows not one stride apart, strides or base not 16-byte aligned): the kernels then stage Q
+    with plain loads. Rows past s_q * h_q of a 64-row tile are the box's zero fill."""
+    b, s_q, h_q, d = q.shape
+    rows = s_q * h_q
+    if h_q > 1:
+        row_stride = q.stride(2)
+        if s_q > 1 and q.stride(1) != h_q * row_stride:
+            return None
+    else:
+        row_stride = q.stride(1) if s_q > 1 else d
+    batch_stride = q.stride(0) if b > 1 else rows * row_stride
+    es = q.element_size()
+    if q.stride(3) != 1 or (row_stride * es) % 16 or (batch_stride * es) % 16 or q.data_ptr() % 16:
+        return None
+    return TensorDescriptor(q, [b, rows, K.HEAD_DIM], [batch_stride, row_stride, 1], [1, K.BLOCK_M, K.CHUNK],
+                            _smem_layout_3d(q.dtype, 1))
+
+
 def supports(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int) -> bool:
     """Whether the Hopper kernel handles these inputs (sm_90, d=576, dv=512, page 64, h_kv=1, bf16/fp16)."""
     if not (isinstance(q, torch.Tensor) and isinstance(k_cache, torch.Tensor)):
@@ -104,6 +125,14 @@ _launch_pair = CachedKernel(P.mla_decode_pair_kernel)
 _launch_ws2 = CachedKernel(W2.mla_decode_ws2_kernel)
 
 
+def _q_arg(launch, q_desc, k_desc):
+    """The Q descriptor argument of the ws / ws2 kernels (``k_desc`` as a placeholder where they stage Q with
+    plain loads)."""
+    if launch is _launch_ws or launch is _launch_ws2:
+        return (q_desc if q_desc is not None else k_desc,)
+    return ()
+
+
 def _trace_arg(launch, dummy):
     """The trace buffer argument of the kernels that take one (diagnostics; ``dummy`` when tracing is off)."""
     if launch is _launch_ws:
@@ -133,15 +162,17 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     elif cfg == WS2 and cw:
         v_box //= cw
     k_desc, v_desc = make_descriptors(k_cache, v_box)
+    q_tma = bool(W.Q_TMA) if cfg == WS else bool(W2.Q_TMA) and not mc if cfg == WS2 else False
+    q_desc = q_descriptor(q) if q_tma else None
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED),
+        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED), Q_TMA=int(q_desc is not None),
                        TRACE=W.TRACE_MODE if W.TRACE_BUF is not None else 0, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
-                       NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO,
+                       NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=int(q_desc is not None),
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG)
     elif cfg == PAIR:
@@ -168,7 +199,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
             lse_accum, lse_accum.stride(0),
             float(softmax_scale) * K.LOG2E,
             rows, h_q, s_q,
-            *(_trace_arg(launch, lse_accum)))
+            *(_trace_arg(launch, lse_accum)), *(_q_arg(launch, q_desc, k_desc)))
     kwargs = dict(CAUSAL=bool(causal) and s_q > 1,
                   BLOCK_M=K.BLOCK_M, PAGE=K.PAGE, D=K.HEAD_DIM, DV=K.HEAD_DIM_V, CHUNK=K.CHUNK,
                   **variant)

@@ -28,7 +28,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _named_bar, _publish_p, _row_limits,
+from .ws_kernel import (P_BAR, _any_ne, _issue_q, _finish_chunk, _named_bar, _publish_p, _row_limits,
                         _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
@@ -57,6 +57,7 @@ OWN = None             # each P.V warpgroup refills the latent pieces it reads i
                        # with 2 tiles, 0.9-3.5 % slower with 4; docs/perf-notes.md "Session 11"); 0 / 1 force it
 OWN_TILES = 2
 OWN_CHUNK_WAIT = 4
+Q_TMA = 0              # as ws_kernel.Q_TMA (each softmax warpgroup TMAs its half of the Q tile)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -81,7 +82,8 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  sm_scale_log2, R, H_Q, S_Q,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
-                 NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0):
+                 NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
+                 Q_TMA: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     if MC:   # (see _ws_pv)
         CL.cluster_sync(CL.warpgroup_tid())
@@ -112,11 +114,15 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
             # ---- Q tile: both warpgroups done with the previous chunk's S -> each stages its half ----
             mbarrier.wait(q_free, (c & 1) ^ 1)
             # SW 0: latent columns 0-255; SW 1: 256-511 and the rope columns
-            _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK,
-                     SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1))
-            fence_async_shared()
-            gl.thread_barrier()
-            mbarrier.arrive(q_ready, count=1)
+            if Q_TMA:   # by TMA: each warpgroup's expect is one of q_ready's two arrivals
+                _issue_q(q_desc, q_smem, qr_smem, q_ready, bi, m0, CHUNK, SW * (NV // 2),
+                         NV // 2 + SW * (NV // 2 + 1))
+            else:
+                _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK,
+                         SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1))
+                fence_async_shared()
+                gl.thread_barrier()
+                mbarrier.arrive(q_ready, count=1)
             mbarrier.wait(q_ready, c & 1)
 
             rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
@@ -244,12 +250,14 @@ def mla_decode_ws2_kernel(
     sm_scale_log2,
     R, H_Q, S_Q,
     trace_ptr,
+    q_desc,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, SM_REGS: gl.constexpr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
     NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
     MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
+    Q_TMA: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
@@ -300,10 +308,10 @@ def mla_decode_ws2_kernel(
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC)),
+                        NAMED, OWN, MC, q_desc, Q_TMA)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC)),
+                        NAMED, OWN, MC, q_desc, Q_TMA)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

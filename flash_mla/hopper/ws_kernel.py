@@ -25,6 +25,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared,
     mbarrier,
+    tma,
     warpgroup_mma,
     warpgroup_mma_wait,
 )
@@ -43,6 +44,10 @@ NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> eac
                        # producer's threads, bar.sync by the consumer's) instead of mbarriers (arrive after a
                        # warpgroup bar.sync, try_wait loop); ids P_BAR + 2 * stage + P.V warpgroup and
                        # FREE_BAR + stage
+Q_TMA = 0              # 1 (opt-in until timed): the Q tile of each chunk lands by TMA (a [b, s_q * h_q, 576] view of q,
+                       # nine 64 x 64 boxes on one mbarrier; rows past s_q * h_q are the box's zero fill) instead of
+                       # 288 bytes-per-thread of plain loads whose smem stores Triton separates by barriers (two
+                       # 64-column chunks in flight: ~5 round trips per chunk). Where q's layout allows (launcher)
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7, _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
@@ -186,6 +191,27 @@ def _finish_chunk(m, l_i, c, rows_s, bi, no_split, begin_idx, begin_n_split, lx_
 
 
 @gluon.jit
+def _issue_q(q_desc, q_smem, qr_smem, bar, bi, m0, CHUNK: gl.constexpr, C_LO: gl.constexpr = 0,
+             C_HI: gl.constexpr = -1):
+    """TMA the Q tile of rows m0 .. m0+63 of sequence ``bi`` (``q_desc``: q as [b, s_q * h_q, 576], box 1 x 64 x 64)
+    into ``q_smem`` (latent, chunk-major view) and ``qr_smem`` (rope), 64-column chunks C_LO .. C_HI-1 of the 9 (all
+    by default; the rope is chunk 8), arriving on ``bar`` with their byte count (rows past the view's end are zero
+    fill, counted too). The caller makes sure the tensor cores are done reading the previous tile."""
+    NV: gl.constexpr = q_smem.shape[1] // CHUNK
+    BLOCK_M: gl.constexpr = q_smem.shape[0]
+    HI: gl.constexpr = NV + 1 if C_HI < 0 else C_HI
+    eb: gl.constexpr = q_desc.dtype.primitive_bitwidth // 8
+    mbarrier.expect(bar, (HI - C_LO) * BLOCK_M * CHUNK * eb)
+    q3 = q_smem._reinterpret(q_desc.dtype, [NV, BLOCK_M, CHUNK], q_desc.layout)
+    for c in gl.static_range(C_LO, HI):
+        if c < NV:
+            tma.async_copy_global_to_shared(q_desc, [bi, m0, c * CHUNK], bar, q3.slice(c, 1, dim=0))
+        else:
+            tma.async_copy_global_to_shared(q_desc, [bi, m0, c * CHUNK], bar,
+                                            qr_smem._reinterpret(q_desc.dtype, [1, BLOCK_M, CHUNK], q_desc.layout))
+
+
+@gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv_ready, p_ready, l_ready, l_free,
@@ -193,7 +219,7 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 sm_scale_log2, R, H_Q, S_Q,
                 CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr,
                 DV: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, fl_smem,
-                LAZY: gl.constexpr, NAMED: gl.constexpr = 0):
+                LAZY: gl.constexpr, NAMED: gl.constexpr = 0, q_desc=None, q_bar=None, Q_TMA: gl.constexpr = 0):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
@@ -211,9 +237,14 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
             # ---- Q tile -> shared memory (this warpgroup is its only reader; its last S has completed) ----
-            _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK)
-            fence_async_shared()
-            gl.thread_barrier()
+            if Q_TMA:
+                gl.thread_barrier()   # (every warp past its wait for the previous chunk's last S)
+                _issue_q(q_desc, q_smem, qr_smem, q_bar, bi, m0, CHUNK)
+                mbarrier.wait(q_bar, c & 1)
+            else:
+                _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK)
+                fence_async_shared()
+                gl.thread_barrier()
 
             rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)
@@ -519,14 +550,19 @@ def mla_decode_ws_kernel(
     sm_scale_log2,
     R, H_Q, S_Q,
     trace_ptr,
+    q_desc,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr, NAMED: gl.constexpr,
-    num_warps: gl.constexpr,
+    num_warps: gl.constexpr, Q_TMA: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
      kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV)
+    q_bar = kv_ready   # (a placeholder without Q_TMA: a partition argument cannot be None)
+    if Q_TMA:   # Q landed (one phase per chunk)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
     fence_async_shared()
 
     gl.warp_specialize([
@@ -535,7 +571,7 @@ def mla_decode_ws_kernel(
                        kv_ready, p_ready, l_ready, l_free,
                        seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                        sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE,
-                       fl_smem, LAZY, NAMED)),
+                       fl_smem, LAZY, NAMED, q_desc, q_bar, Q_TMA)),
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, kv_ready, kv_free, p_ready, l_ready, l_free,
                    seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b,
                    stride_oacc_r, R, k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr,
