@@ -46,6 +46,8 @@ WS_KERNELS = {
     "ws2-mnamed": (128, WS2_SPILL_BUDGET, False),  # NAMED = 2: the running max on named barriers too (opt-in),
     "ws2-mnamed-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
     "ws-qtma": (168, WS_SPILL_BUDGET, False),      # Q_TMA = 1: the Q tile by TMA (opt-in)
+    "ws-qtma2": (168, WS_SPILL_BUDGET + 32, False),  # Q_TMA = 2: and the next chunk's Q issued early (opt-in;
+                                                     # 72 B: the hoisted descriptor address + the prefetch flag)
     "ws2-qtma": (128, WS2_SPILL_BUDGET, False),
     "ws2-qtma-own": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),

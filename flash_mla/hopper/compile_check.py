@@ -133,13 +133,14 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
     ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4), ``"ws2-mc"`` (MC = 1: 2-CTA cluster, multicast TMA), ``"ws2-mnamed"``
     (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
-    ``"ws-qtma"`` / ``"ws2-qtma"`` (Q_TMA = 1: the Q tile by TMA; ``"ws2-qtma-own"`` with OWN),
+    ``"ws-qtma"`` / ``"ws2-qtma"`` (Q_TMA = 1: the Q tile by TMA; ``"ws2-qtma-own"`` with OWN; ``"ws-qtma2"``: the next
+    chunk's Q issued early),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
     flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
-             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1},
+             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1}, "qtma2": {"Q_TMA": 2},
              "qtma-own": {"Q_TMA": 1, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
-    if kind in ("ws", "ws-mbar", "ws-qtma"):
+    if kind in ("ws", "ws-mbar", "ws-qtma", "ws-qtma2"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
     elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own", "ws2-qtma", "ws2-qtma-own"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)

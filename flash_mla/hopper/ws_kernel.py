@@ -47,7 +47,8 @@ NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> eac
 Q_TMA = 0              # 1 (opt-in until timed): the Q tile of each chunk lands by TMA (a [b, s_q * h_q, 576] view of q,
                        # nine 64 x 64 boxes on one mbarrier; rows past s_q * h_q are the box's zero fill) instead of
                        # 288 bytes-per-thread of plain loads whose smem stores Triton separates by barriers (two
-                       # 64-column chunks in flight: ~5 round trips per chunk). Where q's layout allows (launcher)
+                       # 64-column chunks in flight: ~5 round trips per chunk). Where q's layout allows (launcher).
+                       # 2: also the next chunk's Q issued right after a chunk's last S (under its last softmax)
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7, _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
@@ -232,15 +233,24 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it = 0   # pages of this CTA: ring stage = it % 2, phase = (it // 2) & 1
     c = 0    # chunks of this CTA: 1/l buffer = c % 2
+    q_pre = 0   # Q_TMA = 2: this chunk's Q was issued after the previous chunk's last S
     for bi in range(begin_idx, end_idx + 1):
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
             # ---- Q tile -> shared memory (this warpgroup is its only reader; its last S has completed) ----
             if Q_TMA:
-                gl.thread_barrier()   # (every warp past its wait for the previous chunk's last S)
-                _issue_q(q_desc, q_smem, qr_smem, q_bar, bi, m0, CHUNK)
+                if q_pre == 0:
+                    gl.thread_barrier()   # (every warp past its wait for the previous chunk's last S)
+                    _issue_q(q_desc, q_smem, qr_smem, q_bar, bi, m0, CHUNK)
+                pre_next = 0   # Q_TMA = 2: the next chunk has work -> its Q goes right after this chunk's last S
+                if Q_TMA == 2:
+                    if bi < end_idx:
+                        L2, start2, end2 = _ss_chunk(seqlens_ptr, meta_ptr, part, bi + 1, begin_idx, end_idx,
+                                                     begin_seqlen, end_seqlen)
+                        pre_next = ((end2 > start2) | (L2 == 0)).to(gl.int32)
                 mbarrier.wait(q_bar, c & 1)
+                q_pre = 0
             else:
                 _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK)
                 fence_async_shared()
@@ -259,6 +269,11 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 s = warpgroup_mma(qr_smem, kr.permute((1, 0)), s, is_async=True)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, it, 2, TRACE)
+                if Q_TMA == 2:   # the chunk's last S is done: Q of the next chunk lands under this softmax + epilogue
+                    if (pre_next != 0) & (n == (end + PAGE - 1) // PAGE - 1):
+                        gl.thread_barrier()
+                        _issue_q(q_desc, q_smem, qr_smem, q_bar, bi + 1, m0, CHUNK)
+                        q_pre = 1
                 # ---- online softmax (base 2); keys j < lim are visible ----
                 sv = _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE)
                 if LAZY:
