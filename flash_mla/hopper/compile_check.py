@@ -47,11 +47,21 @@ def _sig(dtype_str: str, layout, kernel=K.mla_decode_kernel, v_box: int = K.HEAD
 _GL = {"bf16": gl.bfloat16, "fp16": gl.float16}
 
 
+# Arguments Triton's JIT specialises as divisible by 16 in the launches we make (16-byte aligned tensors, strides of
+# the standard layouts: multiples of 576 or 64 elements): without this, the build differs from the launched one
+# (e.g. Q staged with 2-byte instead of 16-byte loads).
+_DIVISIBLE = ("q_ptr", "stride_qb", "stride_qs", "stride_qh", "bt_ptr", "seqlens_ptr", "meta_ptr", "num_splits_ptr",
+              "out_ptr", "lse_ptr", "oacc_ptr", "stride_oacc_b", "stride_oacc_r", "lacc_ptr", "trace_ptr")
+
+
 def _compile(kernel, dtype_str: str, consts: dict, options: dict, v_box: int = K.HEAD_DIM_V // K.CHUNK):
-    """``kernel`` compiled for sm_90a with the cache's TMA layout for ``dtype_str`` (no GPU needed)."""
+    """``kernel`` compiled for sm_90a with the cache's TMA layout for ``dtype_str`` (no GPU needed), with the
+    divisibility the launch specialises (``_DIVISIBLE``)."""
     layout = gl.NVMMASharedLayout.get_default_for([K.PAGE, K.CHUNK], _GL[dtype_str])
     consts = {"BLOCK_M": K.BLOCK_M, "PAGE": K.PAGE, "D": K.HEAD_DIM, "DV": K.HEAD_DIM_V, "CHUNK": K.CHUNK, **consts}
-    src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box, bool(consts.get("Q_TMA"))), consts)
+    names = kernel.arg_names
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in _DIVISIBLE if n in names}
+    src = GluonASTSource(kernel, _sig(dtype_str, layout, kernel, v_box, bool(consts.get("Q_TMA"))), consts, attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
