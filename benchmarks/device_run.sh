@@ -9,7 +9,8 @@
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
 # under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples
-# (SM clock, power, throttle reasons) to smi_<steps>.csv.
+# (SM clock, power, throttle reasons) to smi_<steps>.csv. BENCH_SET="Q_TMA=1 ...": bench also with those Hopper module
+# constants (benchmarks/bench_with.py), one run per space-separated set.
 set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -41,6 +42,10 @@ for step in $steps; do
     bench) for be in ${BENCH_BACKENDS:-auto}; do
              python3 -m flash_mla.bench --backend "$be" --baseline benchmarks/anchors/flashmla_h100.json \
                --json "$OUT/bench_$be.json" 2>&1 | tee "$OUT/bench_$be.log"
+           done
+           for cfg in ${BENCH_SET:-}; do   # the same with module constants overridden (space-separated sets)
+             python3 benchmarks/bench_with.py "$cfg" --backend auto --baseline benchmarks/anchors/flashmla_h100.json \
+               --json "$OUT/bench_auto_$cfg.json" 2>&1 | tee "$OUT/bench_auto_$cfg.log" | grep -E "overridden|geo-mean"
            done ;;
     ab) cfgs=${AB_CFGS:?set AB_CFGS}; rep=""
         for _ in $(seq "${AB_REPS:-2}"); do rep="$rep${rep:+;}$cfgs"; done
