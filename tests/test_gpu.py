@@ -128,7 +128,7 @@ _VARIANTS = {
     "-own": {"OWN": 1, "CHUNK_WAIT": 4},   # own-piece refill, also with four row tiles (ws2)
     "-mc": {"MC": 1},                      # 2-CTA clusters (ws2)
     "-qtma": {"Q_TMA": 1},                 # the Q tile by TMA
-    "-qtma2": {"Q_TMA": 2},                # and (ws) the next chunk's Q issued after the last S of a chunk
+    "-qtma2": {"Q_TMA": 2},                # and the next chunk's Q issued at the end of a chunk's pages
 }
 
 
@@ -151,14 +151,15 @@ def _set_variant(kernel, monkeypatch):
     ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc",
-                                    "ws2-mnamed", "ws-qtma", "ws2-qtma", "ws-qtma2"])
+                                    "ws2-mnamed", "ws-qtma", "ws2-qtma", "ws-qtma2", "ws2-qtma2"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:
     NAMED = 0, the per-page hand-offs on mbarriers instead of the default named barriers; -own: OWN = 1 with
     CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc: MC = 1, 2-CTA clusters with multicast pages
     where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2, the running max between ws2's softmax
-    warpgroups on named barriers too; -qtma: Q_TMA = 1, the Q tile by TMA)."""
+    warpgroups on named barriers too; -qtma: Q_TMA = 1, the Q tile by TMA; -qtma2: Q_TMA = 2, the next chunk's Q
+    issued early)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -202,7 +203,7 @@ def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qtma", "ws2-qtma",
-                                    "ws-qtma2"])
+                                    "ws-qtma2", "ws2-qtma2"])
 def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages
     scaled up), and drops again: the pages where the max moves are the only ones on which the P·V warpgroups
@@ -226,13 +227,13 @@ def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["b1", "padded-rows", "sh-transposed", "h1"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws-qtma2"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws-qtma2", "ws2-qtma2"])
 def test_hopper_q_tma_layouts(kernel, layout, monkeypatch):
     """Q_TMA = 1 on q layouts other than a contiguous batch: one sequence (no batch stride), rows 640 elements apart
     (a view into a wider buffer: the descriptor's row stride), (s_q, h_q) transposed (no single row stride: the
     launcher falls back to plain loads) and h_q = 1 with s_q = 2 (rows s_q apart)."""
-    h_q = 128 if kernel == "ws2" else 64
-    s_q = 2 if kernel == "ws2" else 1
+    h_q = 128 if kernel.startswith("ws2") else 64
+    s_q = 2 if kernel.startswith("ws2") else 1
     lens = [3000] if layout == "b1" else [3000, 700, 129]
     if layout == "h1":
         h_q, s_q = 1, 2
@@ -252,6 +253,6 @@ def test_hopper_q_tma_layouts(kernel, layout, monkeypatch):
     meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=16)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
     _set_variant(kernel if kernel.endswith("qtma2") else f"{kernel}-qtma", monkeypatch)
-    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel == "ws2" else hl.WS)
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel.startswith("ws2") else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)

@@ -50,6 +50,8 @@ WS_KERNELS = {
                                                      # 72 B: the hoisted descriptor address + the prefetch flag)
     "ws2-qtma": (128, WS2_SPILL_BUDGET, False),
     "ws2-qtma-own": (128, WS2_SPILL_BUDGET, False),
+    "ws2-qtma2": (128, WS2_SPILL_BUDGET, False),    # Q_TMA = 2: the next chunk's Q by the last page's owner (opt-in)
+    "ws2-qtma2-own": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 

@@ -148,11 +148,12 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
     flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
-             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1}, "qtma2": {"Q_TMA": 2},
+             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1}, "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4},
              "qtma-own": {"Q_TMA": 1, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
     if kind in ("ws", "ws-mbar", "ws-qtma", "ws-qtma2"):
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own", "ws2-qtma", "ws2-qtma-own"):
+    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own", "ws2-qtma", "ws2-qtma-own",
+                  "ws2-qtma2", "ws2-qtma2-own"):
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)

@@ -162,17 +162,18 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     elif cfg == WS2 and cw:
         v_box //= cw
     k_desc, v_desc = make_descriptors(k_cache, v_box)
-    q_tma = bool(W.Q_TMA) if cfg == WS else bool(W2.Q_TMA) and not mc if cfg == WS2 else False
+    q_tma = int(W.Q_TMA) if cfg == WS else int(W2.Q_TMA) if cfg == WS2 and not mc else 0
     q_desc = q_descriptor(q) if q_tma else None
+    q_tma = q_tma if q_desc is not None else 0
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED), Q_TMA=int(q_desc is not None),
+        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED), Q_TMA=q_tma,
                        TRACE=W.TRACE_MODE if W.TRACE_BUF is not None else 0, num_warps=W.NUM_WARPS,
                        maxnreg=W.MAXNREG)
     elif cfg == WS2:
         launch = _launch_ws2
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
-                       NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=int(q_desc is not None),
+                       NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=q_tma,
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG)
     elif cfg == PAIR:

@@ -57,7 +57,9 @@ OWN = None             # each P.V warpgroup refills the latent pieces it reads i
                        # with 2 tiles, 0.9-3.5 % slower with 4; docs/perf-notes.md "Session 11"); 0 / 1 force it
 OWN_TILES = 2
 OWN_CHUNK_WAIT = 4
-Q_TMA = 0              # as ws_kernel.Q_TMA (each softmax warpgroup TMAs its half of the Q tile)
+Q_TMA = 0              # as ws_kernel.Q_TMA (1: each softmax warpgroup TMAs its half of the Q tile; 2: the owner of a
+                       # chunk's last page TMAs the next chunk's whole Q tile after its page loop, before the chunk's
+                       # epilogue, on its own mbarrier q_land)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -83,7 +85,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
                  NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
-                 Q_TMA: gl.constexpr = 0):
+                 Q_TMA: gl.constexpr = 0, q_land=None):
     dtype: gl.constexpr = q_smem.dtype
     if MC:   # (see _ws_pv)
         CL.cluster_sync(CL.warpgroup_tid())
@@ -107,29 +109,51 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it0 = 0   # CTA page index of the chunk's first page
     c = 0     # chunks with work
+    q_pre = 0   # Q_TMA = 2: this chunk's Q was issued by the owner of the previous chunk's last page, after its S
     for bi in range(begin_idx, end_idx + 1):
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
-            # ---- Q tile: both warpgroups done with the previous chunk's S -> each stages its half ----
-            mbarrier.wait(q_free, (c & 1) ^ 1)
-            # SW 0: latent columns 0-255; SW 1: 256-511 and the rope columns
-            if Q_TMA:   # by TMA: each warpgroup's expect is one of q_ready's two arrivals
-                _issue_q(q_desc, q_smem, qr_smem, q_ready, bi, m0, CHUNK, SW * (NV // 2),
-                         NV // 2 + SW * (NV // 2 + 1))
-            else:
-                _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK,
-                         SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1))
-                fence_async_shared()
-                gl.thread_barrier()
+            n0 = start // PAGE
+            n_end = (end + PAGE - 1) // PAGE
+            pre_next = 0   # Q_TMA = 2: the next chunk's Q goes right after this chunk's last S
+            if Q_TMA == 2:
+                # ---- Q tile by TMA on q_land (one issuer); q_ready: both warpgroups here (orders warpgroup 1's
+                # next lp_smem write after warpgroup 0's epilogue reads, as below) ----
+                if q_pre == 0:
+                    if SW == 0:
+                        mbarrier.wait(q_free, (c & 1) ^ 1)
+                        _issue_q(q_desc, q_smem, qr_smem, q_land, bi, m0, CHUNK)
+                if bi < end_idx:
+                    if n_end > n0:
+                        L2, start2, end2 = _ss_chunk(seqlens_ptr, meta_ptr, part, bi + 1, begin_idx, end_idx,
+                                                     begin_seqlen, end_seqlen)
+                        pre_next = ((end2 > start2) | (L2 == 0)).to(gl.int32)
                 mbarrier.arrive(q_ready, count=1)
-            mbarrier.wait(q_ready, c & 1)
+                mbarrier.wait(q_ready, c & 1)
+                mbarrier.wait(q_land, c & 1)
+                q_pre = 0
+            else:
+                # ---- Q tile: both warpgroups done with the previous chunk's S -> each stages its half ----
+                mbarrier.wait(q_free, (c & 1) ^ 1)
+                # SW 0: latent columns 0-255; SW 1: 256-511 and the rope columns
+                if Q_TMA:   # by TMA: each warpgroup's expect is one of q_ready's two arrivals
+                    _issue_q(q_desc, q_smem, qr_smem, q_ready, bi, m0, CHUNK, SW * (NV // 2),
+                             NV // 2 + SW * (NV // 2 + 1))
+                else:
+                    _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout,
+                             CHUNK, SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1))
+                    fence_async_shared()
+                    gl.thread_barrier()
+                    mbarrier.arrive(q_ready, count=1)
+                mbarrier.wait(q_ready, c & 1)
 
             rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             l_w = gl.zeros([BLOCK_M], gl.float32, layout=s_row)                 # row sum of this warpgroup's pages,
             m_w = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)   # relative to M of its last page
-            n0 = start // PAGE
-            n_end = (end + PAGE - 1) // PAGE
+            # the owner of the chunk's last page issues the next chunk's Q (all of it) after its page loop, once
+            # both are past their S (Q_TMA = 2)
+            early = (pre_next != 0) & ((it0 + n_end - 1 - n0) % 2 == SW)
             for n in range(n0 + (SW + it0) % 2, n_end, 2):
                 g = it0 + n - n0                     # CTA page index (g % 2 == SW)
                 ph = (g // 2) & 1
@@ -212,6 +236,11 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
             if NAMED:
                 gl.thread_barrier()
             mbarrier.arrive(q_free, count=1)
+            if Q_TMA == 2:   # the owner of the chunk's last page: the next chunk's Q, under this epilogue
+                if early:
+                    mbarrier.wait(q_free, c & 1)
+                    _issue_q(q_desc, q_smem, qr_smem, q_land, bi + 1, m0, CHUNK)
+            q_pre = pre_next
             it0 += n_end - n0
 
             # ---- epilogue: warpgroup 1 hands (l, m) to warpgroup 0, which writes 1/l and lse. No lp_free
@@ -278,6 +307,10 @@ def mla_decode_ws2_kernel(
     mbarrier.init(q_ready, count=2)
     mbarrier.init(q_free, count=2)
     mbarrier.init(lp_ready, count=1)
+    q_land = q_ready   # (a placeholder unless Q_TMA = 2)
+    if Q_TMA == 2:   # the Q tile landed (one TMA issuer per chunk; q_ready then only gathers both warpgroups)
+        q_land = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
+        mbarrier.init(q_land, count=1)
     if CW:   # 1 + CW ring barriers per stage (rope, latent pieces) instead of one
         ring_ready = gl.allocate_shared_memory(gl.int64, [2 * (CW + 1), 1], bar_layout)
         for i in gl.static_range(2 * (CW + 1)):
@@ -308,10 +341,10 @@ def mla_decode_ws2_kernel(
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
