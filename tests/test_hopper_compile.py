@@ -116,3 +116,4 @@ def test_q_descriptor_views():
     assert q_descriptor(odd) is None
     base = torch.randn(3 * 16 * 576 + 1, dtype=torch.bfloat16)[1:].view(3, 1, 16, 576)   # 2-byte offset base
     assert q_descriptor(base) is None
+    assert q_descriptor(torch.randn(1, 1, 1, 576, dtype=torch.bfloat16).expand(3, 1, 16, 576)) is None   # broadcast

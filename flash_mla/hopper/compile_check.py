@@ -75,7 +75,7 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS,
-              "LAZY": int(W.LAZY), "NAMED": int(W.NAMED), **overrides}
+              "LAZY": int(W.LAZY), "NAMED": int(W.NAMED), "Q_TMA": int(W.Q_TMA), **overrides}
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
@@ -84,7 +84,8 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     from . import ws2_kernel as W2
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
-              "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), **overrides}
+              "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
+              **overrides}
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **consts}

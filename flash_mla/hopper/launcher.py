@@ -68,8 +68,9 @@ def make_descriptors(k_cache, v_box: int = K.HEAD_DIM_V // K.CHUNK):
 def q_descriptor(q: torch.Tensor):
     """TMA descriptor over q as ``[b, s_q * h_q, 576]`` (box 1 x 64 x 64, the 3-D layout of ``make_descriptors``'
     latent view: a box lands as one 64 x 64 chunk of the swizzled Q tile), or None where q's layout has no such
-    view (its (s_q, h_q) rows not one stride apart, strides or base not 16-byte aligned): the kernels then stage Q
-    with plain loads. Rows past s_q * h_q of a 64-row tile are the box's zero fill."""
+    view (its (s_q, h_q) rows not one stride apart, rows or sequences overlapping (broadcast q), strides or base
+    not 16-byte aligned): the kernels then stage Q with plain loads. Rows past s_q * h_q of a 64-row tile are the
+    box's zero fill. (A new q address costs one descriptor encode per launch: q changes every call.)"""
     b, s_q, h_q, d = q.shape
     rows = s_q * h_q
     if h_q > 1:
@@ -81,6 +82,8 @@ def q_descriptor(q: torch.Tensor):
     batch_stride = q.stride(0) if b > 1 else rows * row_stride
     es = q.element_size()
     if q.stride(3) != 1 or (row_stride * es) % 16 or (batch_stride * es) % 16 or q.data_ptr() % 16:
+        return None
+    if row_stride < d or batch_stride < rows * row_stride:   # broadcast or overlapping rows: plain loads
         return None
     return TensorDescriptor(q, [b, rows, K.HEAD_DIM], [batch_stride, row_stride, 1], [1, K.BLOCK_M, K.CHUNK],
                             _smem_layout_3d(q.dtype, 1))

@@ -226,7 +226,8 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
             # NAMED = 2: the other warpgroup syncs on each page's M arrive at its next page; the chunk's last page's
             # arrive is matched here, by the warpgroup that does not own it. A named barrier has no phase, so each
             # arrive must be matched before the next on its id: the owner's next arrive (page + 2, or in the next
-            # chunk, after q_free, which needs this warpgroup's arrival below) follows this sync.
+            # chunk, after q_ready, which needs this warpgroup's arrival at the next chunk's start; Q_TMA < 2: also
+            # after q_free, which needs its arrival below) follows this sync.
             if NAMED == 2:
                 if n_end > n0:
                     if (it0 + n_end - 1 - n0) % 2 != SW:
@@ -290,6 +291,7 @@ def mla_decode_ws2_kernel(
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
+    gl.static_assert((MC == 0) | (Q_TMA == 0), "Q_TMA: not with MC (the launcher turns it off)")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
