@@ -149,7 +149,8 @@ def _set_variant(kernel, monkeypatch):
     ([5000, 3000, 65, 4097], 2, 64, torch.float16, True, 132),           # many splits, causal, fp16
     ([4096, 1000, 7000], 2, 128, torch.bfloat16, True, 132),             # several row blocks, splits
     ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
-], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal"])
+    ([0, 70, 0, 0, 130, 1, 0, 64, 200, 3], 2, 64, torch.bfloat16, True, 2),   # many chunks per CTA, empty ones
+], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc",
                                     "ws2-mnamed", "ws-qtma", "ws2-qtma", "ws-qtma2", "ws2-qtma2"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
