@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|sweep|sanitize|consan|trace|latency|bench|ab|fvo|cluster]...   (default: tests bench)
+#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|cluster]...
+#        (default: tests ceilings bench)
+#   ceilings: this card's copy bandwidth and bf16 matmul rate, as the anchors' run recorded them (two lent H100s ran
+#        the same memory-bound kernels ~3 % apart: docs/perf-notes.md, session 13)
 #   ab:  hopper_dev correctness under each of AB_CFGS (';'-separated, e.g. "auto:NAMED=0;auto:NAMED=1"), then the
 #        configs timed interleaved AB_REPS times (default 2) over AB_HQ (default 16,32,64,128), non-varlen (AB_VARLEN=1:
 #        and varlen)
@@ -15,7 +18,7 @@ set -uo pipefail
 OUT=${OUT:-device_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export FLASH_MLA_COMMIT=${FLASH_MLA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}   # pass it: the device copy may carry a stale .git
-steps=${*:-tests bench}
+steps=${*:-tests ceilings bench}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 if [ -n "${SMI_LOG:-}" ]; then   # SM clock, power and throttle reasons every 100 ms for the whole call
@@ -27,6 +30,7 @@ for step in $steps; do
     tests) timeout "${TESTS_TIMEOUT:-450}" python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py \
              -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} 2>&1 \
              | tee "$OUT/tests.log" | tail -n 25 ;;
+    ceilings) python3 benchmarks/ceilings.py 2>&1 | tee "$OUT/ceilings.txt" ;;
     sanitize) for tool in memcheck racecheck; do
                 PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --error-exitcode 1 \
                   python3 benchmarks/sanitize_small.py \
