@@ -1,7 +1,9 @@
 """Per-CTA timeline of the warp-specialized kernels (TRACE_MODE = 2; diagnostics only): where a call's time goes
 outside the steady page loop.
 
-    python3 benchmarks/trace_cta.py 8192 128 2 0 [4096 64 1 1 ...]   (s_k h_q s_q varlen, repeated)
+    python3 benchmarks/trace_cta.py [--set Q_TMA=2] 8192 128 2 0 [4096 64 1 1 ...]   (s_k h_q s_q varlen, repeated)
+
+``--set``: Hopper module constants overridden first, as ``hopper_dev.py --cfgs auto:...`` takes them (``NAME=V,...``).
 
 For every CTA, P·V warpgroup 0 stamps (global timer ns, SM clock) at its entry and after storing each chunk's O
 (``ws_kernel._cta_stamp``). Printed per config: the call time (do_bench, no tracing), the kernel span seen by the
@@ -103,7 +105,15 @@ def trace_config(s_k, h_q, s_q, varlen):
 
 
 def main():
-    args = [int(x) for x in sys.argv[1:]] or [8192, 128, 2, 0]
+    argv = sys.argv[1:]
+    if argv[:1] == ["--set"]:
+        import os
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from hopper_dev import set_cfg
+        set_cfg(f"auto:{argv[1]}")
+        print(f"hopper module constants overridden: {argv[1]}", flush=True)
+        argv = argv[2:]
+    args = [int(x) for x in argv] or [8192, 128, 2, 0]
     with torch.inference_mode():
         for i in range(0, len(args), 4):
             trace_config(*args[i:i + 4])
