@@ -8,7 +8,8 @@
 #        configs timed interleaved AB_REPS times (default 2) over AB_HQ (default 16,32,64,128), non-varlen (AB_VARLEN=1:
 #        and varlen)
 #   fvo: FlashMLA built from source (.flashmla_src, see benchmarks/flashmla_src.sh; carry it) timed against ours in
-#        one process over the whole matrix (FVO_REPS, default 4, ABBA order)
+#        one process over the whole matrix (FVO_REPS, default 4, ABBA order; FVO_SET="Q_TMA=2": ours with those
+#        Hopper module constants)
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
 # under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples
@@ -58,7 +59,8 @@ for step in $steps; do
         grep -E "^correctness" "$OUT/ab_check.log"
         timeout "${AB_TIMEOUT:-300}" python3 benchmarks/hopper_dev.py --no-check --backends hopper --cfgs "$rep" \
           --hq "${AB_HQ:-16,32,64,128}" ${AB_VARLEN:+--varlen} > "$OUT/ab.log" 2>&1; grep -E "^s_k" "$OUT/ab.log" | sed -E 's/ +[0-9]+ GB\/s +[0-9]+ TF//g' ;;
-    fvo) python3 benchmarks/flashmla_vs_ours.py --reps "${FVO_REPS:-4}" --json "$OUT/fvo.json" > "$OUT/fvo.log" 2>&1
+    fvo) python3 benchmarks/flashmla_vs_ours.py --reps "${FVO_REPS:-4}" ${FVO_SET:+--set "$FVO_SET"} \
+           --json "$OUT/fvo.json" > "$OUT/fvo.log" 2>&1
          grep -E "built|geo-mean" "$OUT/fvo.log"; grep -E "ratio" "$OUT/fvo.log" | sed -E 's/ cos_diff.*//' ;;
     cluster) (cd benchmarks/experiments/cluster_multicast && timeout 150 python3 run_gpu.py) > "$OUT/cluster.log" 2>&1
              echo "cluster: exit $?"; grep -E "ring|co-residency|RESULT" "$OUT/cluster.log" | tail -n 8 ;;

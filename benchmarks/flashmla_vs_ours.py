@@ -91,7 +91,13 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--probe", nargs="*", default=[])
     ap.add_argument("--json")
+    ap.add_argument("--set", help="Hopper module constants for ours, as hopper_dev.py --cfgs auto:... (NAME=V,...)")
     args = ap.parse_args(argv)
+    if args.set:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from hopper_dev import set_cfg
+        set_cfg(f"auto:{args.set}")
+        print(f"hopper module constants overridden: {args.set}", flush=True)
     ext = load_flashmla(Path(args.src), Path(args.build))
     cfgs = ([Config(*(int(x) for x in c.split(",")[:3]), bool(int(c.split(",")[3]))) for c in args.configs]
             if args.configs else matrix())
@@ -144,7 +150,8 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(dict(
             what="FlashMLA c2067be (built from source, sm_90a) vs flash_mla, same process, interleaved",
             device=torch.cuda.get_device_name(), date=time.strftime("%Y-%m-%d"),
-            commit=os.environ.get("FLASH_MLA_COMMIT") or git_commit(), geomean=g, rows=rows), indent=1))
+            commit=os.environ.get("FLASH_MLA_COMMIT") or git_commit(), hopper_set=args.set, geomean=g, rows=rows),
+            indent=1))
     return 0
 
 
