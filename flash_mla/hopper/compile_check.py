@@ -140,6 +140,14 @@ def stats(compiled) -> dict:
     }
 
 
+# ``report`` kind suffix ("ws-<suffix>" / "ws2-<suffix>") -> the module constants it overrides
+_VARIANT_FLAGS = {
+    "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
+    "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1}, "qtma-own": {"Q_TMA": 1, "OWN": 1, "CW": 4},
+    "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4},
+}
+
+
 def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
     ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4), ``"ws2-mc"`` (MC = 1: 2-CTA cluster, multicast TMA), ``"ws2-mnamed"``
@@ -148,13 +156,11 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     chunk's Q issued early),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
-    flags = {"mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
-             "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1}, "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4},
-             "qtma-own": {"Q_TMA": 1, "OWN": 1, "CW": 4}}.get(kind.partition("-")[2], {})
-    if kind in ("ws", "ws-mbar", "ws-qtma", "ws-qtma2"):
+    base, _, suffix = kind.partition("-")
+    flags = _VARIANT_FLAGS[suffix] if base in ("ws", "ws2") else {}
+    if base == "ws":
         k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif kind in ("ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws2-mnamed-own", "ws2-qtma", "ws2-qtma-own",
-                  "ws2-qtma2", "ws2-qtma2-own"):
+    elif base == "ws2":
         k = compile_sm90_ws2(dtype_str, causal, **flags)
     elif kind == "pair":
         k = compile_sm90_pair(dtype_str, causal)
