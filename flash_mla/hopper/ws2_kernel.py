@@ -28,8 +28,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (P_BAR, _any_ne, _issue_q, _finish_chunk, _named_bar, _publish_p, _row_limits,
-                        _scaled_scores, _stamp, _ws_pv, _ws_shared)
+from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _publish_p,
+                        _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -124,11 +124,9 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     if SW == 0:
                         mbarrier.wait(q_free, (c & 1) ^ 1)
                         _issue_q(q_desc, q_smem, qr_smem, q_land, bi, m0, CHUNK)
-                if bi < end_idx:
-                    if n_end > n0:
-                        L2, start2, end2 = _ss_chunk(seqlens_ptr, meta_ptr, part, bi + 1, begin_idx, end_idx,
-                                                     begin_seqlen, end_seqlen)
-                        pre_next = ((end2 > start2) | (L2 == 0)).to(gl.int32)
+                if n_end > n0:
+                    pre_next = _has_work_after(bi, seqlens_ptr, meta_ptr, part, begin_idx, end_idx, begin_seqlen,
+                                               end_seqlen)
                 mbarrier.arrive(q_ready, count=1)
                 mbarrier.wait(q_ready, c & 1)
                 mbarrier.wait(q_land, c & 1)

@@ -49,7 +49,8 @@ Q_TMA = 0              # 1 (opt-in until timed): the Q tile of each chunk lands 
                        # 288 bytes-per-thread of plain loads whose smem stores Triton separates by barriers (two
                        # 64-column chunks in flight: ~5 round trips per chunk). Where q's layout allows (launcher).
                        # 2: also the next chunk's Q issued right after a chunk's last S (under its last softmax)
-P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7, _any_ne 8 / 9)
+P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7,
+                           # _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-page SM clocks of CTA 0 (TRACE)
 TRACE_MODE = 1         # with TRACE_BUF: 1 per-page stamps of CTA 0, 2 per-CTA timeline (32 slots per CTA)
@@ -213,6 +214,17 @@ def _issue_q(q_desc, q_smem, qr_smem, bar, bi, m0, CHUNK: gl.constexpr, C_LO: gl
 
 
 @gluon.jit
+def _has_work_after(bi, seqlens_ptr, meta_ptr, part, begin_idx, end_idx, begin_seqlen, end_seqlen):
+    """1 (int32) when the part has a chunk after ``bi`` and it has work (keys, or an empty sequence whose output
+    is still written: the chunk loops' ``(end > start) | (L == 0)``), else 0 (Q_TMA = 2: its Q is issued early)."""
+    nxt = 0
+    if bi < end_idx:
+        L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi + 1, begin_idx, end_idx, begin_seqlen, end_seqlen)
+        nxt = ((end > start) | (L == 0)).to(gl.int32)
+    return nxt
+
+
+@gluon.jit
 def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                 q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem,
                 kv_ready, p_ready, l_ready, l_free,
@@ -245,10 +257,8 @@ def _ws_softmax(q_ptr, stride_qb, stride_qs, stride_qh,
                     _issue_q(q_desc, q_smem, qr_smem, q_bar, bi, m0, CHUNK)
                 pre_next = 0   # Q_TMA = 2: the next chunk has work -> its Q goes right after this chunk's last S
                 if Q_TMA == 2:
-                    if bi < end_idx:
-                        L2, start2, end2 = _ss_chunk(seqlens_ptr, meta_ptr, part, bi + 1, begin_idx, end_idx,
-                                                     begin_seqlen, end_seqlen)
-                        pre_next = ((end2 > start2) | (L2 == 0)).to(gl.int32)
+                    pre_next = _has_work_after(bi, seqlens_ptr, meta_ptr, part, begin_idx, end_idx, begin_seqlen,
+                                               end_seqlen)
                 mbarrier.wait(q_bar, c & 1)
                 q_pre = 0
             else:
