@@ -9,12 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from hopper_dev import set_cfg  # noqa: E402
+from hopper_dev import override  # noqa: E402
 
 from flash_mla.bench import main  # noqa: E402
 
 if __name__ == "__main__":
-    cfg = sys.argv[1]
-    set_cfg(f"auto:{cfg}")
-    print(f"hopper module constants overridden: {cfg}", flush=True)
+    override(sys.argv[1])
     sys.exit(main(sys.argv[2:]))

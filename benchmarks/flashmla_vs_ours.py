@@ -95,9 +95,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.set:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from hopper_dev import set_cfg
-        set_cfg(f"auto:{args.set}")
-        print(f"hopper module constants overridden: {args.set}", flush=True)
+        from hopper_dev import override
+        override(args.set)
     ext = load_flashmla(Path(args.src), Path(args.build))
     cfgs = ([Config(*(int(x) for x in c.split(",")[:3]), bool(int(c.split(",")[3]))) for c in args.configs]
             if args.configs else matrix())

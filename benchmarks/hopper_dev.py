@@ -155,6 +155,13 @@ def set_cfg(cfg):
     hl.CONFIG_OVERRIDE = cfg
 
 
+def override(consts: str) -> None:
+    """``set_cfg("auto:" + consts)`` for the other device scripts' ``--set`` (``NAME=V,...``; ``ws2.NAME=V`` for one
+    kernel), printed so that their logs name it."""
+    set_cfg(f"auto:{consts}")
+    print(f"hopper module constants overridden: {consts}", flush=True)
+
+
 def bench(backends, varlens=(False,), cfgs=(None,), hqs=(16, 32, 64, 128)):
     anchors = {}
     p = os.path.join(os.path.dirname(os.path.abspath(__file__)), "anchors", "flashmla_h100.json")

@@ -109,9 +109,8 @@ def main():
     if argv[:1] == ["--set"]:
         import os
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from hopper_dev import set_cfg
-        set_cfg(f"auto:{argv[1]}")
-        print(f"hopper module constants overridden: {argv[1]}", flush=True)
+        from hopper_dev import override
+        override(argv[1])
         argv = argv[2:]
     args = [int(x) for x in argv] or [8192, 128, 2, 0]
     with torch.inference_mode():
