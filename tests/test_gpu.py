@@ -127,7 +127,8 @@ _VARIANTS = {
     "-mnamed": {"NAMED": 2},               # the running max on named barriers too (ws2)
     "-own": {"OWN": 1, "CHUNK_WAIT": 4},   # own-piece refill, also with four row tiles (ws2)
     "-mc": {"MC": 1},                      # 2-CTA clusters (ws2)
-    "-qtma": {"Q_TMA": 1},                 # the Q tile by TMA
+    "-qload": {"Q_TMA": 0},                # the Q tile by plain loads (the fallback; the default is by TMA)
+    "-qtma": {"Q_TMA": 1},                 # the Q tile by TMA (the default)
     "-qtma2": {"Q_TMA": 2},                # and the next chunk's Q issued at the end of a chunk's pages
 }
 
@@ -152,15 +153,15 @@ def _set_variant(kernel, monkeypatch):
     ([0, 70, 0, 0, 130, 1, 0, 64, 200, 3], 2, 64, torch.bfloat16, True, 2),   # many chunks per CTA, empty ones
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc",
-                                    "ws2-mnamed", "ws-qtma", "ws2-qtma", "ws-qtma2", "ws2-qtma2"])
+                                    "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:
     NAMED = 0, the per-page hand-offs on mbarriers instead of the default named barriers; -own: OWN = 1 with
     CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc: MC = 1, 2-CTA clusters with multicast pages
     where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2, the running max between ws2's softmax
-    warpgroups on named barriers too; -qtma: Q_TMA = 1, the Q tile by TMA; -qtma2: Q_TMA = 2, the next chunk's Q
-    issued early)."""
+    warpgroups on named barriers too; -qload: Q_TMA = 0, the Q tile by plain loads (the fallback for q layouts without
+    one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next chunk's Q issued early)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -203,8 +204,8 @@ def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qtma", "ws2-qtma",
-                                    "ws-qtma2", "ws2-qtma2"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload",
+                                    "ws2-qload", "ws-qtma2", "ws2-qtma2"])
 def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages
     scaled up), and drops again: the pages where the max moves are the only ones on which the P·V warpgroups
@@ -238,6 +239,8 @@ def test_hopper_q_tma_layouts(kernel, layout, monkeypatch):
     lens = [3000] if layout == "b1" else [3000, 700, 129]
     if layout == "h1":
         h_q, s_q = 1, 2
+    elif layout == "sh-transposed" and s_q == 1:
+        h_q, s_q = h_q // 2, 2       # with s_q = 1 a transposed (s_q, h_q) still has one row stride
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, torch.bfloat16)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")

@@ -45,11 +45,12 @@ WS_KERNELS = {
     "ws2-mc": (128, WS2_SPILL_BUDGET, False),      # MC = 1: 2-CTA cluster, pages multicast (opt-in)
     "ws2-mnamed": (128, WS2_SPILL_BUDGET, False),  # NAMED = 2: the running max on named barriers too (opt-in),
     "ws2-mnamed-own": (128, WS2_SPILL_BUDGET, False),  # also as the launcher runs it on two row tiles (OWN)
-    "ws-qtma": (168, WS_SPILL_BUDGET, False),      # Q_TMA = 1: the Q tile by TMA (opt-in)
+    "ws-qload": (168, WS_SPILL_BUDGET, False),     # Q_TMA = 0: the Q tile by plain loads (the fallback for q
+                                                   # layouts with no single row stride; default until 2026-12-07)
     "ws-qtma2": (168, WS_SPILL_BUDGET + 32, False),  # Q_TMA = 2: and the next chunk's Q issued early (opt-in;
                                                      # 72 B: the hoisted descriptor address + the prefetch flag)
-    "ws2-qtma": (128, WS2_SPILL_BUDGET, False),
-    "ws2-qtma-own": (128, WS2_SPILL_BUDGET, False),
+    "ws2-qload": (128, WS2_SPILL_BUDGET, False),
+    "ws2-qload-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-qtma2": (128, WS2_SPILL_BUDGET, False),    # Q_TMA = 2: the next chunk's Q by the last page's owner (opt-in)
     "ws2-qtma2-own": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),

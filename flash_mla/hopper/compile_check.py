@@ -86,6 +86,8 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
               **overrides}
+    if consts["MC"] and "Q_TMA" not in overrides:   # as the launcher: no Q by TMA in 2-CTA clusters
+        consts["Q_TMA"] = 0
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **consts}
@@ -142,8 +144,8 @@ def stats(compiled) -> dict:
 
 # ``report`` kind suffix ("ws-<suffix>" / "ws2-<suffix>") -> the module constants it overrides
 _VARIANT_FLAGS = {
-    "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
-    "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qtma": {"Q_TMA": 1}, "qtma-own": {"Q_TMA": 1, "OWN": 1, "CW": 4},
+    "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1, "Q_TMA": 0}, "mnamed": {"NAMED": 2},
+    "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qload": {"Q_TMA": 0}, "qload-own": {"Q_TMA": 0, "OWN": 1, "CW": 4},
     "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4},
 }
 
@@ -152,8 +154,9 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     """``stats`` of one compiled variant (``kind`` ``"ws"``, ``"ws2"``, ``"ws-mbar"`` / ``"ws2-mbar"`` (NAMED = 0),
     ``"ws2-own"`` (OWN = 1, CHUNK_WAIT = 4), ``"ws2-mc"`` (MC = 1: 2-CTA cluster, multicast TMA), ``"ws2-mnamed"``
     (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
-    ``"ws-qtma"`` / ``"ws2-qtma"`` (Q_TMA = 1: the Q tile by TMA; ``"ws2-qtma-own"`` with OWN; ``"ws-qtma2"``: the next
-    chunk's Q issued early),
+    ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
+    row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
+    early),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
     named-barrier arrives (``bar.arrive``)."""
     base, _, suffix = kind.partition("-")

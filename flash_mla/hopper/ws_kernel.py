@@ -44,11 +44,13 @@ NAMED = 1              # 1: the per-page hand-offs "P published" (softmax -> eac
                        # producer's threads, bar.sync by the consumer's) instead of mbarriers (arrive after a
                        # warpgroup bar.sync, try_wait loop); ids P_BAR + 2 * stage + P.V warpgroup and
                        # FREE_BAR + stage
-Q_TMA = 0              # 1 (opt-in until timed): the Q tile of each chunk lands by TMA (a [b, s_q * h_q, 576] view of q,
-                       # nine 64 x 64 boxes on one mbarrier; rows past s_q * h_q are the box's zero fill) instead of
-                       # 288 bytes-per-thread of plain loads whose smem stores Triton separates by barriers (two
-                       # 64-column chunks in flight: ~5 round trips per chunk). Where q's layout allows (launcher).
-                       # 2: also the next chunk's Q issued right after a chunk's last S (under its last softmax)
+Q_TMA = 1              # 1 (default): the Q tile of each chunk lands by TMA (a [b, s_q * h_q, 576] view of q, nine
+                       # 64 x 64 boxes on one mbarrier; rows past s_q * h_q are the box's zero fill) instead of 288
+                       # bytes-per-thread of plain loads whose smem stores Triton separates by barriers (two 64-column
+                       # chunks in flight: ~5 round trips per chunk); where q's layout allows (launcher.q_descriptor),
+                       # plain loads otherwise. H100: +0.3-2.4 % on the one-tile shapes (docs/perf-notes.md "Session
+                       # 14"). 2: also the next chunk's Q issued right after a chunk's last S (under its last softmax):
+                       # no faster than 1 on H100. 0: plain loads always
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7,
                            # _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
