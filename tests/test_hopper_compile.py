@@ -118,3 +118,21 @@ def test_q_descriptor_views():
     base = torch.randn(3 * 16 * 576 + 1, dtype=torch.bfloat16)[1:].view(3, 1, 16, 576)   # 2-byte offset base
     assert q_descriptor(base) is None
     assert q_descriptor(torch.randn(1, 1, 1, 576, dtype=torch.bfloat16).expand(3, 1, 16, 576)) is None   # broadcast
+
+
+def test_unchecked_descriptors_pass_the_checks():
+    """The launcher builds its descriptors without TensorDescriptor's checks (``launcher._descriptor``); each view it
+    builds (cache K and V boxes, q) equals the checked construction, whose checks it passes."""
+    import dataclasses
+
+    import torch
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from flash_mla.hopper.launcher import make_descriptors, q_descriptor
+    cache = torch.randn(5, 64, 1, 576, dtype=torch.float16)
+    q = torch.randn(3, 2, 16, 640, dtype=torch.float16)[..., :576]
+    descs = [*make_descriptors(cache), *make_descriptors(cache, 4), q_descriptor(q)]
+    for d in descs:
+        fields = {f.name: getattr(d, f.name) for f in dataclasses.fields(TensorDescriptor)}
+        assert TensorDescriptor(**fields) == d
+    assert descs[0].shape == [5 * 64, 576] and descs[3].block_shape == [4, 64, 64]

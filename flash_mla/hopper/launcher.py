@@ -51,6 +51,16 @@ def _smem_layout_3d(torch_dtype, box=K.HEAD_DIM_V // K.CHUNK):
     return gl.NVMMASharedLayout.get_default_for([box, K.PAGE, K.CHUNK], _GL_DTYPE[torch_dtype])
 
 
+def _descriptor(base, shape, strides, block_shape, layout) -> TensorDescriptor:
+    """``TensorDescriptor(base, shape, strides, block_shape, layout)`` without its ``__post_init__`` checks (rank,
+    16-byte base and strides, positive shape, contiguous last dimension): ~2.3 us of host time per descriptor, three
+    descriptors per launch. Only for geometry the launcher has checked already (``supports``, ``tma_aligned``,
+    ``q_descriptor``); ``tests/test_hopper_compile.py`` builds the same geometries through the checks."""
+    d = object.__new__(TensorDescriptor)
+    d.base, d.shape, d.strides, d.block_shape, d.layout, d.padding = base, shape, strides, block_shape, layout, "zero"
+    return d
+
+
 def make_descriptors(k_cache, v_box: int = K.HEAD_DIM_V // K.CHUNK):
     """TMA descriptors over the cache: ``k_desc`` views it as ``[num_blocks*64, 576]`` (box 64 x 64);
     ``v_desc`` views its latent part chunk-major as ``[8, num_blocks*64, 64]`` (box v_box x 64 x 64: the whole
@@ -58,10 +68,10 @@ def make_descriptors(k_cache, v_box: int = K.HEAD_DIM_V // K.CHUNK):
     tensor cores read."""
     rows = k_cache.shape[0] * K.PAGE
     rs = k_cache.stride(1)
-    k_desc = TensorDescriptor(k_cache, [rows, K.HEAD_DIM], [rs, 1], [K.PAGE, K.CHUNK], _smem_layout(k_cache.dtype))
+    k_desc = _descriptor(k_cache, [rows, K.HEAD_DIM], [rs, 1], [K.PAGE, K.CHUNK], _smem_layout(k_cache.dtype))
     nv = K.HEAD_DIM_V // K.CHUNK
-    v_desc = TensorDescriptor(k_cache, [nv, rows, K.CHUNK], [K.CHUNK, rs, 1], [v_box, K.PAGE, K.CHUNK],
-                              _smem_layout_3d(k_cache.dtype, v_box))
+    v_desc = _descriptor(k_cache, [nv, rows, K.CHUNK], [K.CHUNK, rs, 1], [v_box, K.PAGE, K.CHUNK],
+                         _smem_layout_3d(k_cache.dtype, v_box))
     return k_desc, v_desc
 
 
@@ -85,8 +95,8 @@ def q_descriptor(q: torch.Tensor):
         return None
     if row_stride < d or batch_stride < rows * row_stride:   # broadcast or overlapping rows: plain loads
         return None
-    return TensorDescriptor(q, [b, rows, K.HEAD_DIM], [batch_stride, row_stride, 1], [1, K.BLOCK_M, K.CHUNK],
-                            _smem_layout_3d(q.dtype, 1))
+    return _descriptor(q, [b, rows, K.HEAD_DIM], [batch_stride, row_stride, 1], [1, K.BLOCK_M, K.CHUNK],
+                       _smem_layout_3d(q.dtype, 1))
 
 
 def supports(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int) -> bool:
