@@ -57,9 +57,9 @@ OWN = None             # each P.V warpgroup refills the latent pieces it reads i
                        # with 2 tiles, 0.9-3.5 % slower with 4; docs/perf-notes.md "Session 11"); 0 / 1 force it
 OWN_TILES = 2
 OWN_CHUNK_WAIT = 4
-Q_TMA = 1              # as ws_kernel.Q_TMA (1, default: each softmax warpgroup TMAs its half of the Q tile; 2: the owner of a
-                       # chunk's last page TMAs the next chunk's whole Q tile after its page loop, before the chunk's
-                       # epilogue, on its own mbarrier q_land)
+Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgroup TMAs its half of the Q tile; 2: the
+                       # owner of a chunk's last page TMAs the next chunk's whole Q tile after its page loop, before
+                       # the chunk's epilogue, on its own mbarrier q_land; 0: plain loads)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
