@@ -144,7 +144,7 @@ def stats(compiled) -> dict:
 
 # ``report`` kind suffix ("ws-<suffix>" / "ws2-<suffix>") -> the module constants it overrides
 _VARIANT_FLAGS = {
-    "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1, "Q_TMA": 0}, "mnamed": {"NAMED": 2},
+    "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
     "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qload": {"Q_TMA": 0}, "qload-own": {"Q_TMA": 0, "OWN": 1, "CW": 4},
     "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4},
 }
