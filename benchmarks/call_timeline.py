@@ -80,6 +80,53 @@ def timeline(s_k, h_q, s_q, varlen, n=30):
           f" | host launch of attention after flush end {med.get('host_late', 0):.1f}")
 
 
+def kernels_per_call(fn, n=30):
+    """Kernel-level timeline of any callable under the protocol's loop (L2 flush, then ``fn()``), ``n`` times:
+    medians over the iterations of each kernel's duration (in launch order, by a short name), of the gap from the
+    flush's end to the first kernel, of the gaps between consecutive kernels (negative: overlap, e.g. PDL) and of
+    the span from the flush's end to the last kernel's end, in us. Works for any kernels (FlashMLA's too), unlike
+    ``timeline``, which needs ours."""
+    cache = runtime.driver.active.get_empty_cache_for_benchmark()
+    for _ in range(10):
+        runtime.driver.active.clear_cache(cache)
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            runtime.driver.active.clear_cache(cache)
+            fn()
+        torch.cuda.synchronize()
+    ev = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                if e.device_type == torch.autograd.DeviceType.CUDA)
+    iters, cur = [], None
+    for st, en, name in ev:
+        if "fill" in name.lower() or "memset" in name.lower():   # the flush (zero_ of the cache buffer)
+            if cur and len(cur) > 1:
+                iters.append(cur)
+            cur = [(st, en, "flush")]
+        elif cur is not None:
+            cur.append((st, en, name))
+    if cur and len(cur) > 1:
+        iters.append(cur)
+    shapes = {tuple(k[2] for k in it) for it in iters}
+    if not iters or len(shapes) != 1:
+        return dict(error=f"{len(iters)} iterations, {len(shapes)} kernel sequences")
+    names = [k[2].split("<")[0].split("(")[0].replace("void ", "")[:40] for k in iters[0][1:]]
+    out = dict(kernels=names, iters=len(iters))
+    k = len(names)
+    out["dur"] = [statistics.median(it[j + 1][1] - it[j + 1][0] for it in iters) for j in range(k)]
+    out["gap"] = [statistics.median(it[j + 1][0] - it[j][1] for it in iters) for j in range(k)]
+    out["span"] = statistics.median(it[-1][1] - it[0][1] for it in iters)
+    return out
+
+
+def format_kernels(t):
+    if "error" in t:
+        return t["error"]
+    return " | ".join(f"{nm} {d:.1f} (gap {g:+.1f})" for nm, d, g in zip(t["kernels"], t["dur"], t["gap"])) + \
+        f" | flush end -> last end {t['span']:.1f} us"
+
+
 def main():
     cfgs = sys.argv[1:] or ["8192,16,1,0", "8192,128,1,0", "8192,128,2,0"]
     with torch.inference_mode():

@@ -13,6 +13,9 @@ each config's inputs built once and both kernels timed alternately ``--reps`` ti
 power-capped card the kernel that runs first after a pause can get a higher clock); the best median of each is
 kept. Each kernel's output is compared with the other's (FlashMLA's cos_diff metric).
 
+``--timeline``: each kernel's device time for both (CUPTI medians: the attention kernel, the combine, the gaps
+between them), so that a per-call difference can be placed in one kernel.
+
 ``--probe`` configs are also run back to back for ~1.5 s per kernel (twice, alternating) while ``nvidia-smi``
 samples the SM clock and board power every 50 ms: on a power-capped card the clock each kernel runs at, and the
 SM cycles per call it spends, tell a schedule difference (cycles) from an energy difference (clock).
@@ -92,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe", nargs="*", default=[])
     ap.add_argument("--json")
     ap.add_argument("--set", help="Hopper module constants for ours, as hopper_dev.py --cfgs auto:... (NAME=V,...)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="also each kernel's device time (CUPTI, call_timeline.kernels_per_call) for both, per config")
     args = ap.parse_args(argv)
     if args.set:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -130,6 +135,12 @@ def main(argv=None) -> int:
             print(f"s={cfg.s} h_q={cfg.h_q:3d} s_q={cfg.s_q} varlen={int(cfg.varlen)}: flashmla {f_ms:.4f} ms "
                   f"ours[{chosen}] {o_ms:.4f} ms ratio {f_ms / o_ms:.3f} cos_diff {d_out:.1e} "
                   f"runs {[(round(a, 4), round(b, 4)) for a, b in runs]}", flush=True)
+            if args.timeline:
+                from call_timeline import format_kernels, kernels_per_call
+                row["timeline"] = {}
+                for who, fn in (("flashmla", theirs), ("ours", ours)):
+                    row["timeline"][who] = kernels_per_call(fn)
+                    print(f"    timeline {who:8s} {format_kernels(row['timeline'][who])}", flush=True)
             key = f"{cfg.s},{cfg.h_q},{cfg.s_q},{int(cfg.varlen)}"
             if key in args.probe:
                 pr = []
