@@ -130,6 +130,7 @@ _VARIANTS = {
     "-qload": {"Q_TMA": 0},                # the Q tile by plain loads (the fallback; the default is by TMA)
     "-qtma": {"Q_TMA": 1},                 # the Q tile by TMA (the default)
     "-qtma2": {"Q_TMA": 2},                # and the next chunk's Q issued at the end of a chunk's pages
+    "-nopdl": {"PDL": 0},                  # a plain launch (the default: programmatic dependent launch)
 }
 
 
@@ -153,7 +154,8 @@ def _set_variant(kernel, monkeypatch):
     ([0, 70, 0, 0, 130, 1, 0, 64, 200, 3], 2, 64, torch.bfloat16, True, 2),   # many chunks per CTA, empty ones
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc",
-                                    "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2"])
+                                    "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws-nopdl",
+                                    "ws2-nopdl"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:
@@ -161,7 +163,8 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc: MC = 1, 2-CTA clusters with multicast pages
     where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2, the running max between ws2's softmax
     warpgroups on named barriers too; -qload: Q_TMA = 0, the Q tile by plain loads (the fallback for q layouts without
-    one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next chunk's Q issued early)."""
+    one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next chunk's Q issued early; -nopdl: PDL = 0, a
+    plain launch instead of a programmatic dependent one)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -260,3 +263,44 @@ def test_hopper_q_tma_layouts(kernel, layout, monkeypatch):
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel.startswith("ws2") else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)
+
+
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws-nopdl", "ws2-nopdl"])
+def test_hopper_pdl_inputs_written_just_before(kernel, monkeypatch):
+    """Programmatic dependent launch: the attention kernel may be scheduled before the previous kernel on the stream
+    has finished, and the combine before the attention kernel has. Each call here gets inputs that kernels wrote
+    right before it (q, the cache, the block table, the lengths and the metadata, each first poisoned, behind a
+    slow kernel), and four calls run back to back on the same stream, each on different inputs (workspace blocks
+    are reused by the caching allocator): every result must match its own reference, bit for bit across repeats."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("needs a Hopper GPU")
+    import flash_mla.hopper.launcher as hl
+    h_q = 16 if kernel.split("-")[0] == "ws" else 128
+    lens = [700, 3000, 64, 1500, 1]
+    s_q = 2
+    cases = []
+    for seed in range(4):
+        q, kc, bt, seqlens = edge_inputs(lens[seed:] + lens[:seed], s_q, h_q, torch.bfloat16, seed=seed)
+        meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1)
+        ref = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
+        cases.append(((q, kc, bt, seqlens, meta, splits), ref))
+    _set_variant(kernel, monkeypatch)
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel.startswith("ws2") else hl.WS)
+    slow = torch.randn(1 << 26, device="cuda")
+    results = []
+    for rep in range(2):
+        fresh = [tuple(torch.full_like(t, float("nan")) if t.is_floating_point() else torch.full_like(t, -1)
+                       for t in src) for src, _ in cases]
+        torch.cuda.synchronize()
+        outs = []
+        for (src, _), dst in zip(cases, fresh):
+            slow.mul_(1.0001)                       # a long kernel in front, so that the writes below queue behind it
+            for d, t in zip(dst, src):
+                d.copy_(t)                          # each input written by a kernel just before the call
+            q, kc, bt, seqlens, meta, splits = dst
+            outs.append(flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper"))
+        torch.cuda.synchronize()
+        results.append(outs)
+    for (_, (ref_out, ref_lse)), (out, lse), (out2, lse2) in zip(cases, results[0], results[1]):
+        assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)
+        assert torch.equal(out, out2) and torch.equal(lse, lse2)

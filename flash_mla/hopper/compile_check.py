@@ -75,7 +75,7 @@ def compile_sm90_ws(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The warp-specialized kernel (``ws_kernel``): 4-warp softmax partition + two 4-warp P.V partitions."""
     from . import ws_kernel as W
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W.NUM_WARPS, "PV_REGS": W.PV_REGS,
-              "LAZY": int(W.LAZY), "NAMED": int(W.NAMED), "Q_TMA": int(W.Q_TMA), **overrides}
+              "LAZY": int(W.LAZY), "NAMED": int(W.NAMED), "Q_TMA": int(W.Q_TMA), "PDL": int(W.PDL), **overrides}
     return _compile(W.mla_decode_ws_kernel, dtype_str, consts, {"num_warps": W.NUM_WARPS, "maxnreg": W.MAXNREG})
 
 
@@ -85,9 +85,12 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
-              **overrides}
-    if consts["MC"] and "Q_TMA" not in overrides:   # as the launcher: no Q by TMA in 2-CTA clusters
-        consts["Q_TMA"] = 0
+              "PDL": int(W2.PDL), **overrides}
+    if consts["MC"]:   # as the launcher: no Q by TMA and no PDL in 2-CTA clusters
+        if "Q_TMA" not in overrides:
+            consts["Q_TMA"] = 0
+        if "PDL" not in overrides:
+            consts["PDL"] = 0
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **consts}
@@ -146,7 +149,7 @@ def stats(compiled) -> dict:
 _VARIANT_FLAGS = {
     "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
     "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qload": {"Q_TMA": 0}, "qload-own": {"Q_TMA": 0, "OWN": 1, "CW": 4},
-    "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4},
+    "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4}, "nopdl": {"PDL": 0},
 }
 
 
@@ -156,9 +159,9 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
     ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
-    early),
-    ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, and its
-    named-barrier arrives (``bar.arrive``)."""
+    early), ``"ws-nopdl"`` / ``"ws2-nopdl"`` (PDL = 0: no grid dependency control),
+    ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, its
+    named-barrier arrives (``bar.arrive``) and its ``griddepcontrol`` instructions (PDL)."""
     base, _, suffix = kind.partition("-")
     flags = _VARIANT_FLAGS[suffix] if base in ("ws", "ws2") else {}
     if base == "ws":
@@ -174,7 +177,9 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
                 setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx,
                 bar_arrive=len(re.findall(r"\bbar\.arrive\b", ptx)),
                 multicast=len(re.findall(r"multicast::cluster", ptx)), mapa=len(re.findall(r"\bmapa\.", ptx)),
-                cluster_barrier=len(re.findall(r"barrier\.cluster\.wait", ptx)))
+                cluster_barrier=len(re.findall(r"barrier\.cluster\.wait", ptx)),
+                gdc_wait=len(re.findall(r"griddepcontrol\.wait", ptx)),
+                gdc_launch=len(re.findall(r"griddepcontrol\.launch_dependents", ptx)))
 
 
 def report_subprocess(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:

@@ -8,7 +8,7 @@ import triton
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ..launch import CachedKernel, alignment_key, device_capability
+from ..launch import CachedKernel, alignment_key, device_capability, pdl_supported
 from ..scheduler import device_guard
 from . import cluster as CL
 from . import kernel as K
@@ -178,17 +178,18 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     q_tma = int(W.Q_TMA) if cfg == WS else int(W2.Q_TMA) if cfg == WS2 and not mc else 0
     q_desc = q_descriptor(q) if q_tma else None
     q_tma = q_tma if q_desc is not None else 0
+    pdl = pdl_supported(q.device) and (int(W.PDL) if cfg == WS else int(W2.PDL) if cfg == WS2 and not mc else 0)
     if cfg == WS:
         launch = _launch_ws
-        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED), Q_TMA=q_tma,
+        variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED), Q_TMA=q_tma, PDL=int(pdl),
                        TRACE=W.TRACE_MODE if W.TRACE_BUF is not None else 0, num_warps=W.NUM_WARPS,
-                       maxnreg=W.MAXNREG)
+                       maxnreg=W.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == WS2:
         launch = _launch_ws2
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
-                       NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=q_tma,
+                       NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=q_tma, PDL=int(pdl),
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
-                       maxnreg=W2.MAXNREG)
+                       maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:
         launch = _launch_pair
         variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)

@@ -28,8 +28,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _publish_p,
-                        _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
+from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _pdl_start,
+                        _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -60,6 +60,7 @@ OWN_CHUNK_WAIT = 4
 Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgroup TMAs its half of the Q tile; 2: the
                        # owner of a chunk's last page TMAs the next chunk's whole Q tile after its page loop, before
                        # the chunk's epilogue, on its own mbarrier q_land; 0: plain loads)
+PDL = 1                # as ws_kernel.PDL (programmatic dependent launch; not with MC: the launcher turns it off)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -285,9 +286,10 @@ def mla_decode_ws2_kernel(
     NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
     MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
-    Q_TMA: gl.constexpr = 0,
+    Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
+    gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
     gl.static_assert((MC == 0) | (Q_TMA == 0), "Q_TMA: not with MC (the launcher turns it off)")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
@@ -325,6 +327,7 @@ def mla_decode_ws2_kernel(
             mbarrier.init(cl_free.index(i), count=2)
         CL.fence_mbarrier_init(CL.warpgroup_tid())
     fence_async_shared()
+    _pdl_start(PDL)
 
     gl.warp_specialize([
         (_ws_pv, (0, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,

@@ -51,6 +51,13 @@ Q_TMA = 1              # 1 (default): the Q tile of each chunk lands by TMA (a [
                        # plain loads otherwise. H100: +0.3-2.4 % on the one-tile shapes (docs/perf-notes.md "Session
                        # 14"). 2: also the next chunk's Q issued right after a chunk's last S (under its last softmax):
                        # no faster than 1 on H100. 0: plain loads always
+PDL = 1                # 1 (default): programmatic dependent launch. The kernel is launched with programmatic stream
+                       # serialization and waits (griddepcontrol.wait) for the previous kernel on the stream only
+                       # right before its partitions start, after its shared-memory set-up; and it lets the split
+                       # combine be scheduled at once (griddepcontrol.launch_dependents; the combine waits for this
+                       # grid itself), as FlashMLA does for both. H100: the attention kernel started 1.5 us after the
+                       # previous kernel's end (FlashMLA's: 0.4 us before) and the combine 0.1 us before the attention
+                       # kernel's end (FlashMLA's: 2-4 us before); docs/perf-notes.md "Session 15". 0: plain launch
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7,
                            # _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
@@ -72,6 +79,27 @@ def _sreg(NAME: gl.constexpr):
     """Special register ``NAME`` as a [1] int64 tensor every thread of the warpgroup holds (timing diagnostics)."""
     z = gl.full([1], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0]))
     return gl.inline_asm_elementwise(_mov_sreg(NAME), "=l,r", [z], dtype=gl.int64, is_pure=False, pack=1)
+
+
+@gluon.constexpr_function
+def _gdc_asm(op):
+    """PTX: grid dependency control ``op`` (wait / launch_dependents); $0 is a dummy result."""
+    return f"griddepcontrol.{op};\n\tmov.u32 $0, 0;"
+
+
+@gluon.jit
+def _pdl_start(PDL: gl.constexpr):
+    """PDL: called by the kernel body (the default partition's 4 warps) right before ``warp_specialize``, after the
+    shared-memory set-up, which touches no global memory. ``griddepcontrol.wait``: the previous kernel on the stream
+    (which may write q, the cache, the metadata, or read the workspace this kernel writes) has completed and its
+    writes are visible; every partition starts after this (Triton's warp-specialize hand-off), so no global access
+    of the kernel precedes it. ``griddepcontrol.launch_dependents``: the split combine may be scheduled now (it runs
+    ``griddepcontrol.wait`` for this grid before reading anything)."""
+    if PDL:
+        z = gl.full([128], 0, gl.int32, layout=gl.BlockedLayout([1], [32], [4], [0]))
+        gl.inline_asm_elementwise(_gdc_asm("wait"), "=r,r", [z], dtype=gl.int32, is_pure=False, pack=1)
+        gl.inline_asm_elementwise(_gdc_asm("launch_dependents"), "=r,r", [z], dtype=gl.int32, is_pure=False,
+                                  pack=1)
 
 
 @gluon.jit
@@ -581,7 +609,7 @@ def mla_decode_ws_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     PV_REGS: gl.constexpr, TRACE: gl.constexpr, LAZY: gl.constexpr, NAMED: gl.constexpr,
-    num_warps: gl.constexpr, Q_TMA: gl.constexpr = 0,
+    num_warps: gl.constexpr, Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = the softmax warpgroup")
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
@@ -591,6 +619,7 @@ def mla_decode_ws_kernel(
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(q_bar, count=1)
     fence_async_shared()
+    _pdl_start(PDL)
 
     gl.warp_specialize([
         (_ws_softmax, (q_ptr, stride_qb, stride_qs, stride_qh,
