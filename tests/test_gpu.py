@@ -130,7 +130,7 @@ _VARIANTS = {
     "-qload": {"Q_TMA": 0},                # the Q tile by plain loads (the fallback; the default is by TMA)
     "-qtma": {"Q_TMA": 1},                 # the Q tile by TMA (the default)
     "-qtma2": {"Q_TMA": 2},                # and the next chunk's Q issued at the end of a chunk's pages
-    "-nopdl": {"PDL": 0},                  # a plain launch (the default: programmatic dependent launch)
+    "-pdl": {"PDL": 1},                    # programmatic dependent launch (opt-in; the default is a plain launch)
 }
 
 
@@ -154,8 +154,8 @@ def _set_variant(kernel, monkeypatch):
     ([0, 70, 0, 0, 130, 1, 0, 64, 200, 3], 2, 64, torch.bfloat16, True, 2),   # many chunks per CTA, empty ones
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc",
-                                    "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws-nopdl",
-                                    "ws2-nopdl"])
+                                    "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws-pdl",
+                                    "ws2-pdl"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:
@@ -163,8 +163,8 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc: MC = 1, 2-CTA clusters with multicast pages
     where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2, the running max between ws2's softmax
     warpgroups on named barriers too; -qload: Q_TMA = 0, the Q tile by plain loads (the fallback for q layouts without
-    one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next chunk's Q issued early; -nopdl: PDL = 0, a
-    plain launch instead of a programmatic dependent one)."""
+    one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next chunk's Q issued early; -pdl: PDL = 1, a
+    programmatic dependent launch instead of a plain one)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -265,10 +265,10 @@ def test_hopper_q_tma_layouts(kernel, layout, monkeypatch):
     assert_close_flashmla(out, lse, ref_out, ref_lse, torch.bfloat16)
 
 
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws-nopdl", "ws2-nopdl"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws-pdl", "ws2-pdl"])
 def test_hopper_pdl_inputs_written_just_before(kernel, monkeypatch):
-    """Programmatic dependent launch: the attention kernel may be scheduled before the previous kernel on the stream
-    has finished, and the combine before the attention kernel has. Each call here gets inputs that kernels wrote
+    """Programmatic dependent launch (PDL = 1, opt-in; and the default plain launch): the attention kernel may be
+    scheduled before the previous kernel on the stream has finished, and the combine before the attention kernel has. Each call here gets inputs that kernels wrote
     right before it (q, the cache, the block table, the lengths and the metadata, each first poisoned, behind a
     slow kernel), and four calls run back to back on the same stream, each on different inputs (workspace blocks
     are reused by the caching allocator): every result must match its own reference, bit for bit across repeats."""

@@ -53,8 +53,8 @@ WS_KERNELS = {
     "ws2-qload-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-qtma2": (128, WS2_SPILL_BUDGET, False),    # Q_TMA = 2: the next chunk's Q by the last page's owner (opt-in)
     "ws2-qtma2-own": (128, WS2_SPILL_BUDGET, False),
-    "ws-nopdl": (168, WS_SPILL_BUDGET, False),     # PDL = 0: a plain launch, no grid dependency control
-    "ws2-nopdl": (128, WS2_SPILL_BUDGET, False),
+    "ws-pdl": (168, WS_SPILL_BUDGET, False),       # PDL = 1: programmatic dependent launch (opt-in)
+    "ws2-pdl": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
 }
 
@@ -82,9 +82,9 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["multicast"] == r["tma"] > 0 and r["mapa"] == 2 and r["cluster_barrier"] == 8, r
     else:
         assert r["multicast"] == 0 and r["cluster_barrier"] == 0, r
-    if kind.startswith("ws") and not kind.endswith(("-nopdl", "-mc")):
-        # PDL (the default): one griddepcontrol.wait, by the kernel body before the partitions start, and one
-        # launch_dependents (the combine); none in a plain launch or in 2-CTA clusters
+    if kind.endswith("-pdl"):
+        # PDL: one griddepcontrol.wait, by the kernel body before the partitions start, and one launch_dependents
+        # (the combine); none in a plain launch (the default)
         assert r["gdc_wait"] == 1 and r["gdc_launch"] == 1, r
     else:
         assert r["gdc_wait"] == 0 and r["gdc_launch"] == 0, r

@@ -89,8 +89,7 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     if consts["MC"]:   # as the launcher: no Q by TMA and no PDL in 2-CTA clusters
         if "Q_TMA" not in overrides:
             consts["Q_TMA"] = 0
-        if "PDL" not in overrides:
-            consts["PDL"] = 0
+        consts["PDL"] = 0
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **consts}
@@ -149,7 +148,7 @@ def stats(compiled) -> dict:
 _VARIANT_FLAGS = {
     "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
     "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qload": {"Q_TMA": 0}, "qload-own": {"Q_TMA": 0, "OWN": 1, "CW": 4},
-    "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4}, "nopdl": {"PDL": 0},
+    "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4}, "pdl": {"PDL": 1},
 }
 
 
@@ -159,7 +158,7 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
     ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
-    early), ``"ws-nopdl"`` / ``"ws2-nopdl"`` (PDL = 0: no grid dependency control),
+    early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch),
     ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, its
     named-barrier arrives (``bar.arrive``) and its ``griddepcontrol`` instructions (PDL)."""
     base, _, suffix = kind.partition("-")

@@ -51,13 +51,13 @@ Q_TMA = 1              # 1 (default): the Q tile of each chunk lands by TMA (a [
                        # plain loads otherwise. H100: +0.3-2.4 % on the one-tile shapes (docs/perf-notes.md "Session
                        # 14"). 2: also the next chunk's Q issued right after a chunk's last S (under its last softmax):
                        # no faster than 1 on H100. 0: plain loads always
-PDL = 1                # 1 (default): programmatic dependent launch. The kernel is launched with programmatic stream
+PDL = 0                # 1 (opt-in): programmatic dependent launch. The kernel is launched with programmatic stream
                        # serialization and waits (griddepcontrol.wait) for the previous kernel on the stream only
                        # right before its partitions start, after its shared-memory set-up; and it lets the split
                        # combine be scheduled at once (griddepcontrol.launch_dependents; the combine waits for this
-                       # grid itself), as FlashMLA does for both. H100: the attention kernel started 1.5 us after the
-                       # previous kernel's end (FlashMLA's: 0.4 us before) and the combine 0.1 us before the attention
-                       # kernel's end (FlashMLA's: 2-4 us before); docs/perf-notes.md "Session 15". 0: plain launch
+                       # grid itself), as FlashMLA does for both. Correct, not faster under the benchmark protocol
+                       # (H100: one-tile shapes 0.1-0.6 % slower, the rest within noise; the kernel starts 1.7 us
+                       # earlier after a kernel, but its CTAs then wait for it; docs/perf-notes.md "Session 15")
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7,
                            # _any_ne 8 / 9)
 FREE_BAR = gl.constexpr(14)
