@@ -23,7 +23,7 @@ import torch
 
 from .combine import COMBINE_BLOCK_R, combine_splits
 from .reference import mla_decode_reference
-from .scheduler import MAX_GRID_YZ, get_mla_metadata, schedule_host  # get_mla_metadata is re-exported
+from .scheduler import MAX_GRID_YZ, fixed_overhead, get_mla_metadata, schedule_host  # get_mla_metadata is re-exported
 from .triton_kernel import interpreting, mla_decode_triton
 
 SUPPORTED_D = 576
@@ -164,7 +164,7 @@ def _check_contents(k_cache, block_table, cache_seqlens, tile_scheduler_metadata
         i, j = (int(x) for x in torch.nonzero(bad)[0])
         raise ValueError(f"block_table[{i}, {j}] = {int(block_table[i, j])} is not a page of k_cache "
                          f"(num_blocks = {num_blocks}) but sequence {i} needs it")
-    meta, splits = schedule_host(cache_seqlens.tolist(), tile_scheduler_metadata.shape[0])
+    meta, splits = schedule_host(cache_seqlens.tolist(), tile_scheduler_metadata.shape[0], fixed_overhead(num_rows))
     if meta != tile_scheduler_metadata.tolist() or splits != num_splits.tolist():
         raise ValueError("tile_scheduler_metadata/num_splits do not match cache_seqlens: call get_mla_metadata "
                          f"(cache_seqlens, {num_rows}, h_kv) again after changing cache_seqlens")

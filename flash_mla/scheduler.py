@@ -3,12 +3,20 @@
 ``get_mla_metadata(cache_seqlens, num_heads_per_head_k, num_heads_k)`` runs once per decode step and
 returns ``(tile_scheduler_metadata, num_splits)``, shared by every layer of the step.
 
-Work is counted in KV blocks of ``BLOCK_N = 64`` keys. Sequence ``i`` costs ``ceil(L_i / 64) + FIXED_OVERHEAD``
-block units (the fixed part stands for the per-split cost: loading Q, writing the output, the combine).
-With ``P`` SM parts each part gets a payload of ``ceil(total / P) + FIXED_OVERHEAD`` units and the sequences
-are laid out greedily in order: a part takes whole sequences while they fit, then (if more than the fixed
-overhead is left) the first blocks of the next sequence, whose remainder starts the next part. A sequence
-cut this way is *split*; its pieces are merged by the combine kernel using their log-sum-exp.
+Work is counted in KV blocks of ``BLOCK_N = 64`` keys. Sequence ``i`` costs ``ceil(L_i / 64) + F`` block units
+(the fixed part ``F`` stands for the per-split cost: loading Q, writing the output, the combine). With ``P`` SM
+parts each part gets a payload of ``ceil(total / P) + F`` units and the sequences are laid out greedily in order:
+a part takes whole sequences while they fit, then (if more than ``F`` is left) the first blocks of the next
+sequence, whose remainder starts the next part. A sequence cut this way is *split*; its pieces are merged by the
+combine kernel using their log-sum-exp.
+
+``F`` (``fixed_overhead``): FlashMLA's 5 (``FIXED_OVERHEAD``) when the query rows of a KV head fit one 64-row tile,
+and ``FIXED_OVERHEAD_TILES`` = 2 for more. With one tile the kernel is memory-bound: the CTAs share HBM bandwidth,
+so a CTA that ends early leaves its bandwidth to the others, and fewer splits mean fewer partial results to write
+and merge. With more tiles each CTA runs at its own SM's rate and the most loaded part sets the call's time; there
+5 leaves whole parts' worth of capacity unused (e.g. s_k = 4096, 2 tiles: 64 parts of 2 whole sequences, 2 empty,
+the busiest part 3.1 % above the mean), while 2 cuts the busiest part's pages by 0.4-2.3 % on FlashMLA's
+benchmark matrix (docs/perf-notes.md "Session 15") with about as many splits.
 
 Layout (int32, on the device of ``cache_seqlens``):
 
@@ -46,8 +54,14 @@ import triton.language as tl
 MAX_GRID_YZ = 65535    # CUDA's limit on a grid's y and z dimensions (the kernels' grid z: the scheduler's parts)
 
 BLOCK_N = 64          # keys per scheduling block
-FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks)
+FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks): one 64-row tile
+FIXED_OVERHEAD_TILES = 2   # the same with more than one 64-row tile of query rows per KV head (module docstring)
 BLOCK_M = 64          # query rows per CTA assumed when sizing the number of parts
+
+
+def fixed_overhead(num_heads_per_head_k: int) -> int:
+    """The per-split overhead ``F`` (in blocks) for ``num_heads_per_head_k`` query rows per KV head."""
+    return FIXED_OVERHEAD if num_heads_per_head_k <= BLOCK_M else FIXED_OVERHEAD_TILES
 CPU_SM_COUNT = 8      # parts used on CPU tensors (no SMs to fill; small keeps the interpreter fast)
 
 
@@ -131,12 +145,14 @@ def _mla_metadata_kernel(
             tl.store(row + 3, tl.load(SEQLENS + tl.maximum(now_idx - 1, 0), mask=now_idx > 0, other=0))
 
 
-def schedule_host(seqlens: list[int], num_sm_parts: int) -> tuple[list[list[int]], list[int]]:
-    """The same greedy in plain Python: ``(metadata rows, num_splits)``. Used on CPU and as a test oracle."""
+def schedule_host(seqlens: list[int], num_sm_parts: int,
+                  fixed: int = FIXED_OVERHEAD) -> tuple[list[list[int]], list[int]]:
+    """The same greedy in plain Python, with per-split overhead ``fixed``: ``(metadata rows, num_splits)``. Used on
+    CPU and as a test oracle."""
     batch = len(seqlens)
     num_blocks = [-(-s // BLOCK_N) for s in seqlens]
-    total = sum(n + FIXED_OVERHEAD for n in num_blocks)
-    payload = -(-total // num_sm_parts) + FIXED_OVERHEAD
+    total = sum(n + fixed for n in num_blocks)
+    payload = -(-total // num_sm_parts) + fixed
     meta, num_splits = [], [0] * (batch + 1)
     now_idx = now_block = now_split = cum = 0
     for _ in range(num_sm_parts):
@@ -144,14 +160,14 @@ def schedule_host(seqlens: list[int], num_sm_parts: int) -> tuple[list[list[int]
         remain = payload
         while now_idx < batch:
             left = num_blocks[now_idx] - now_block
-            if remain >= left + FIXED_OVERHEAD:
+            if remain >= left + fixed:
                 cum += now_split + 1
                 num_splits[now_idx + 1] = cum
-                remain -= left + FIXED_OVERHEAD
+                remain -= left + fixed
                 now_idx, now_block, now_split = now_idx + 1, 0, 0
             else:
-                if remain - FIXED_OVERHEAD > 0:
-                    now_block += remain - FIXED_OVERHEAD
+                if remain - fixed > 0:
+                    now_block += remain - fixed
                     now_split += 1
                 break
         if now_block > 0:
@@ -196,22 +212,23 @@ def get_mla_metadata(
     if num_sm_parts > MAX_GRID_YZ:   # the kernels' grid z
         raise ValueError(f"num_sm_parts must be at most {MAX_GRID_YZ}, got {num_sm_parts}")
     op = _mla_metadata_op if torch.compiler.is_compiling() else _mla_metadata_impl
-    return op(cache_seqlens, num_sm_parts)
+    return op(cache_seqlens, num_sm_parts, fixed_overhead(num_heads_per_head_k))
 
 
-def _mla_metadata_impl(cache_seqlens: torch.Tensor, num_sm_parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _mla_metadata_impl(cache_seqlens: torch.Tensor, num_sm_parts: int,
+                       fixed: int = FIXED_OVERHEAD) -> tuple[torch.Tensor, torch.Tensor]:
     device = cache_seqlens.device
     batch = cache_seqlens.shape[0]
     if batch == 0 or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1"):
         # Host path: CPU tensors, or an empty batch (no seqlens to read, nothing to synchronise on).
-        meta, splits = schedule_host(cache_seqlens.tolist(), num_sm_parts)
+        meta, splits = schedule_host(cache_seqlens.tolist(), num_sm_parts, fixed)
         return (torch.tensor(meta, dtype=torch.int32, device=device).reshape(num_sm_parts, 8),
                 torch.tensor(splits, dtype=torch.int32, device=device))
     meta = torch.empty(num_sm_parts, 8, dtype=torch.int32, device=device)
     num_splits = torch.empty(batch + 1, dtype=torch.int32, device=device)
     with device_guard(device):
         _mla_metadata_kernel[(1,)](cache_seqlens.contiguous(), meta, num_splits, batch, num_sm_parts,
-                                   BLOCK_N=BLOCK_N, FIXED=FIXED_OVERHEAD, BLOCK_B=256, num_warps=1)
+                                   BLOCK_N=BLOCK_N, FIXED=fixed, BLOCK_B=256, num_warps=1)
     return meta, num_splits
 
 
@@ -220,6 +237,6 @@ _mla_metadata_op = torch.library.custom_op("flash_mla::get_mla_metadata", mutate
 
 
 @_mla_metadata_op.register_fake
-def _mla_metadata_fake(cache_seqlens, num_sm_parts):
+def _mla_metadata_fake(cache_seqlens, num_sm_parts, fixed=FIXED_OVERHEAD):
     return (cache_seqlens.new_empty(num_sm_parts, 8, dtype=torch.int32),
             cache_seqlens.new_empty(cache_seqlens.shape[0] + 1, dtype=torch.int32))

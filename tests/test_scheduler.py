@@ -11,7 +11,7 @@ import torch
 import flash_mla.scheduler as sched
 from conftest import needs_interpreter
 from flash_mla import get_mla_metadata
-from flash_mla.scheduler import BLOCK_N, FIXED_OVERHEAD, schedule_host
+from flash_mla.scheduler import BLOCK_N, FIXED_OVERHEAD, FIXED_OVERHEAD_TILES, fixed_overhead, schedule_host
 
 SPECIAL = [0, 1, 63, 64, 65, 127, 128, 129]
 
@@ -57,13 +57,13 @@ def pieces_of(meta, seqlens):
     return res
 
 
-def check_schedule(meta, num_splits, seqlens, parts):
+def check_schedule(meta, num_splits, seqlens, parts, fixed=FIXED_OVERHEAD):
     b = len(seqlens)
     assert len(meta) == parts and all(len(r) == 8 for r in meta)
     assert len(num_splits) == b + 1
     nblocks = [-(-L // BLOCK_N) for L in seqlens]
-    total = sum(n + FIXED_OVERHEAD for n in nblocks)
-    payload = -(-total // parts) + FIXED_OVERHEAD
+    total = sum(n + fixed for n in nblocks)
+    payload = -(-total // parts) + fixed
 
     # Row format.
     seen_empty = False
@@ -108,15 +108,40 @@ def check_schedule(meta, num_splits, seqlens, parts):
     # left of the payload, a whole sequence is taken only if it fits).
     cost = [0] * parts
     for p, bi, start, end, _ in pieces:
-        cost[p] += -(-end // BLOCK_N) - start // BLOCK_N + FIXED_OVERHEAD
+        cost[p] += -(-end // BLOCK_N) - start // BLOCK_N + fixed
     assert max(cost) <= payload, (cost, payload)
-    assert sum(cost) == total + FIXED_OVERHEAD * (num_splits[b] - b)
+    assert sum(cost) == total + fixed * (num_splits[b] - b)
 
 
+@pytest.mark.parametrize("fixed", [FIXED_OVERHEAD, FIXED_OVERHEAD_TILES])
 @pytest.mark.parametrize("seqlens,parts", CASES, ids=[f"b{len(s)}-P{p}-{k}" for k, (s, p) in enumerate(CASES)])
-def test_schedule_host_properties(seqlens, parts):
-    meta, num_splits = schedule_host(seqlens, parts)
-    check_schedule(meta, num_splits, seqlens, parts)
+def test_schedule_host_properties(seqlens, parts, fixed):
+    meta, num_splits = schedule_host(seqlens, parts, fixed)
+    check_schedule(meta, num_splits, seqlens, parts, fixed)
+
+
+def _busiest(meta, seqlens):
+    """Pages of the busiest part and the number of empty parts."""
+    pages = [0] * len(meta)
+    for p, bi, start, end, _ in pieces_of(meta, seqlens):
+        pages[p] += -(-end // BLOCK_N) - start // BLOCK_N
+    return max(pages), sum(1 for row in meta if row[0] > row[2])
+
+
+def test_fixed_overhead_by_row_tiles():
+    """F is FlashMLA's 5 for one 64-row tile per KV head and FIXED_OVERHEAD_TILES (2) for more; get_mla_metadata
+    follows it. With two tiles on FlashMLA's s_k = 4096 shape (128 sequences of 64 pages, 66 parts), 5 gives 64
+    parts of two whole sequences (128 pages) and 2 empty ones; 2 spreads the pages (busiest part 127)."""
+    assert fixed_overhead(1) == fixed_overhead(64) == FIXED_OVERHEAD == 5
+    assert fixed_overhead(65) == fixed_overhead(256) == FIXED_OVERHEAD_TILES == 2
+    seqlens = [4096] * 128
+    assert _busiest(schedule_host(seqlens, 66, 5)[0], seqlens) == (128, 2)
+    busiest, empty = _busiest(schedule_host(seqlens, 66, 2)[0], seqlens)
+    assert busiest < 128 and empty == 0
+    sl = torch.tensor(seqlens, dtype=torch.int32)
+    for rows, fixed in ((64, 5), (128, 2)):
+        meta, ns = get_mla_metadata(sl, rows, 1, num_sm_parts=66)
+        assert _as_lists(meta, ns) == schedule_host(seqlens, 66, fixed)
 
 
 def test_splits_do_happen():
@@ -133,12 +158,14 @@ def _as_lists(meta, ns):
 
 @needs_interpreter
 def test_triton_metadata_kernel_equals_host():
-    """The single-program Triton scheduler (interpreter) is bit-identical to schedule_host."""
-    for seqlens, parts in CASES[::2]:
-        meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 16, 1, num_sm_parts=parts)
+    """The single-program Triton scheduler (interpreter) is bit-identical to schedule_host, with one row tile
+    (F = 5) and with more (F = 2)."""
+    for k, (seqlens, parts) in enumerate(CASES[::2]):
+        rows = 16 if k % 2 else 128
+        meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), rows, 1, num_sm_parts=parts)
         assert meta.dtype == torch.int32 and ns.dtype == torch.int32
         assert meta.shape == (parts, 8) and ns.shape == (len(seqlens) + 1,)
-        assert _as_lists(meta, ns) == schedule_host(seqlens, parts), (seqlens, parts)
+        assert _as_lists(meta, ns) == schedule_host(seqlens, parts, fixed_overhead(rows)), (seqlens, parts, rows)
 
 
 @needs_interpreter
@@ -159,12 +186,13 @@ def test_triton_metadata_noncontiguous_seqlens():
 
 def test_cpu_host_path_without_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    for seqlens, parts in CASES:
-        meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 16, 1, num_sm_parts=parts)
+    for k, (seqlens, parts) in enumerate(CASES):
+        rows = 16 if k % 2 else 128
+        meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), rows, 1, num_sm_parts=parts)
         assert meta.dtype == torch.int32 and ns.dtype == torch.int32
         assert meta.shape == (parts, 8) and ns.shape == (len(seqlens) + 1,)
         assert meta.device.type == "cpu" and ns.device.type == "cpu"
-        assert _as_lists(meta, ns) == schedule_host(seqlens, parts)
+        assert _as_lists(meta, ns) == schedule_host(seqlens, parts, fixed_overhead(rows))
 
 
 @pytest.mark.parametrize("sm", [None, 132, 78, 1])
@@ -178,7 +206,7 @@ def test_default_num_sm_parts(monkeypatch, sm, heads_per_k, h_kv):
     seqlens = torch.tensor([100, 5, 0], dtype=torch.int32)
     meta, ns = get_mla_metadata(seqlens, heads_per_k, h_kv)
     assert meta.shape == (expected, 8) and ns.shape == (4,)
-    assert _as_lists(meta, ns) == schedule_host([100, 5, 0], expected)
+    assert _as_lists(meta, ns) == schedule_host([100, 5, 0], expected, fixed_overhead(heads_per_k))
 
 
 @pytest.mark.parametrize("bad,exc,match", [
