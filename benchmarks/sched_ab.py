@@ -1,7 +1,9 @@
 """The scheduler's per-split overhead F for more than one row tile, A/B on the GPU (device only).
 
-    python3 benchmarks/sched_ab.py [--fixed 5,2] [--reps 3] [s_k,h_q,s_q,varlen ...]
-                                   (default: the 12 configs of FlashMLA's matrix with s_q * h_q >= 128)
+    python3 benchmarks/sched_ab.py [--fixed 5,2] [--reps 3] [--one] [s_k,h_q,s_q,varlen ...]
+                                   (default: the 12 configs of FlashMLA's matrix with s_q * h_q >= 128;
+                                    --one: F for one row tile, scheduler.FIXED_OVERHEAD, on the 10 varlen configs
+                                    with s_q * h_q <= 64)
 
 For each config the protocol's inputs are built once; the metadata is computed once per F value
 (``scheduler.FIXED_OVERHEAD_TILES``), and the calls are timed with the protocol's do_bench, the F values interleaved
@@ -36,12 +38,18 @@ def main(argv=None) -> int:
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--fixed", default="5,2")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--one", action="store_true", help="toggle F for one row tile (FIXED_OVERHEAD) instead")
     args = ap.parse_args(argv)
+    name = "FIXED_OVERHEAD" if args.one else "FIXED_OVERHEAD_TILES"
     fixed = [int(x) for x in args.fixed.split(",")]
-    cfgs = ([Config(*(int(x) for x in c.split(",")[:3]), bool(int(c.split(",")[3]))) for c in args.configs]
-            if args.configs else [c for c in matrix() if c.s_q * c.h_q >= 128])
+    if args.configs:
+        cfgs = [Config(*(int(x) for x in c.split(",")[:3]), bool(int(c.split(",")[3]))) for c in args.configs]
+    elif args.one:
+        cfgs = [c for c in matrix() if c.s_q * c.h_q <= 64 and c.varlen]
+    else:
+        cfgs = [c for c in matrix() if c.s_q * c.h_q >= 128]
     dev = torch.device("cuda")
-    default = S.FIXED_OVERHEAD_TILES
+    default = getattr(S, name)
     ratios = {f: [] for f in fixed[1:]}
     with torch.inference_mode():
         for cfg in cfgs:
@@ -49,11 +57,11 @@ def main(argv=None) -> int:
             q, kc, bt, sl = inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
             calls, model = {}, {}
             for f in fixed:
-                S.FIXED_OVERHEAD_TILES = f
+                setattr(S, name, f)
                 meta, splits = get_mla_metadata(sl, cfg.s_q * cfg.h_q // H_KV, H_KV)
                 model[f] = busiest_pages(meta.cpu(), inp["seqlens"]) + (int(splits[-1]),)
                 calls[f] = (lambda m=meta, n=splits: flash_mla_with_kvcache(q, kc, bt, sl, DV, m, n, causal=cfg.causal))
-            S.FIXED_OVERHEAD_TILES = default
+            setattr(S, name, default)
             ref = calls[fixed[0]]()
             for f in fixed[1:]:
                 o = calls[f]()
