@@ -10,13 +10,14 @@ a part takes whole sequences while they fit, then (if more than ``F`` is left) t
 sequence, whose remainder starts the next part. A sequence cut this way is *split*; its pieces are merged by the
 combine kernel using their log-sum-exp.
 
-``F`` (``fixed_overhead``): FlashMLA's 5 (``FIXED_OVERHEAD``) when the query rows of a KV head fit one 64-row tile,
-and ``FIXED_OVERHEAD_TILES`` = 2 for more. With one tile the kernel is memory-bound: the CTAs share HBM bandwidth,
-so a CTA that ends early leaves its bandwidth to the others, and fewer splits mean fewer partial results to write
-and merge. With more tiles each CTA runs at its own SM's rate and the most loaded part sets the call's time; there
-5 leaves whole parts' worth of capacity unused (e.g. s_k = 4096, 2 tiles: 64 parts of 2 whole sequences, 2 empty,
-the busiest part 3.1 % above the mean), while 2 cuts the busiest part's pages by 0.4-2.3 % on FlashMLA's
-benchmark matrix (docs/perf-notes.md "Session 15") with about as many splits.
+``F`` (``fixed_overhead``): ``FIXED_OVERHEAD`` when the query rows of a KV head fit one 64-row tile and
+``FIXED_OVERHEAD_TILES`` for more; both are FlashMLA's 5. With more than one tile each CTA runs at its own SM's
+rate and the busiest part sets the call's time, and with 5 it can be 1-4 % above the mean (e.g. s_k = 4096, two
+tiles: 64 parts of two whole sequences, 2 empty). F = 2 there shortens the busiest part in a pages-only cost model,
+but measured on H100 it was 1.5 % slower (geo-mean over the 12 compute-bound configs; up to 6 % where it split every
+sequence), because a split costs more than the model's pages: the partial results and the combine
+(docs/perf-notes.md "Session 15"). The two constants are kept apart so that the choice can be measured again
+(``benchmarks/sched_ab.py``).
 
 Layout (int32, on the device of ``cache_seqlens``):
 
@@ -55,7 +56,7 @@ MAX_GRID_YZ = 65535    # CUDA's limit on a grid's y and z dimensions (the kernel
 
 BLOCK_N = 64          # keys per scheduling block
 FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks): one 64-row tile
-FIXED_OVERHEAD_TILES = 2   # the same with more than one 64-row tile of query rows per KV head (module docstring)
+FIXED_OVERHEAD_TILES = 5   # the same with more than one 64-row tile of query rows per KV head (2: measured slower)
 BLOCK_M = 64          # query rows per CTA assumed when sizing the number of parts
 
 

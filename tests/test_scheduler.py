@@ -113,7 +113,7 @@ def check_schedule(meta, num_splits, seqlens, parts, fixed=FIXED_OVERHEAD):
     assert sum(cost) == total + fixed * (num_splits[b] - b)
 
 
-@pytest.mark.parametrize("fixed", [FIXED_OVERHEAD, FIXED_OVERHEAD_TILES])
+@pytest.mark.parametrize("fixed", [FIXED_OVERHEAD, 2])
 @pytest.mark.parametrize("seqlens,parts", CASES, ids=[f"b{len(s)}-P{p}-{k}" for k, (s, p) in enumerate(CASES)])
 def test_schedule_host_properties(seqlens, parts, fixed):
     meta, num_splits = schedule_host(seqlens, parts, fixed)
@@ -128,28 +128,22 @@ def _busiest(meta, seqlens):
     return max(pages), sum(1 for row in meta if row[0] > row[2])
 
 
-def test_fixed_overhead_by_row_tiles():
-    """F is FlashMLA's 5 for one 64-row tile per KV head and FIXED_OVERHEAD_TILES (2) for more; get_mla_metadata
-    follows it. With two tiles on FlashMLA's s_k = 4096 shape (128 sequences of 64 pages, 66 parts), 5 gives 64
-    parts of two whole sequences (128 pages) and 2 empty ones; 2 spreads the pages (busiest part 127)."""
-    assert fixed_overhead(1) == fixed_overhead(64) == FIXED_OVERHEAD == 5
-    assert fixed_overhead(65) == fixed_overhead(256) == FIXED_OVERHEAD_TILES == 2
+def test_fixed_overhead_by_row_tiles(monkeypatch):
+    """get_mla_metadata uses FIXED_OVERHEAD for one 64-row tile per KV head and FIXED_OVERHEAD_TILES for more (both
+    FlashMLA's 5 by default). The greedy's F matters: on FlashMLA's s_k = 4096 two-tile shape (128 sequences of 64
+    pages, 66 parts) F = 5 gives 64 parts of two whole sequences (128 pages) and 2 empty ones, F = 2 spreads the
+    pages (busiest part < 128) but splits every sequence (measured slower, docs/perf-notes.md "Session 15")."""
+    assert FIXED_OVERHEAD == FIXED_OVERHEAD_TILES == 5
     seqlens = [4096] * 128
     assert _busiest(schedule_host(seqlens, 66, 5)[0], seqlens) == (128, 2)
     busiest, empty = _busiest(schedule_host(seqlens, 66, 2)[0], seqlens)
     assert busiest < 128 and empty == 0
+    monkeypatch.setattr(sched, "FIXED_OVERHEAD_TILES", 2)
+    assert fixed_overhead(1) == fixed_overhead(64) == 5 and fixed_overhead(65) == fixed_overhead(256) == 2
     sl = torch.tensor(seqlens, dtype=torch.int32)
     for rows, fixed in ((64, 5), (128, 2)):
         meta, ns = get_mla_metadata(sl, rows, 1, num_sm_parts=66)
         assert _as_lists(meta, ns) == schedule_host(seqlens, 66, fixed)
-
-
-def test_splits_do_happen():
-    """The property test is not vacuous: with few parts and long sequences, sequences get split."""
-    meta, ns = schedule_host([5000, 3000, 10], 4)
-    assert ns[-1] > 3
-    meta, ns = schedule_host([65] * 10, 1)
-    assert ns == list(range(11))
 
 
 def _as_lists(meta, ns):
@@ -157,9 +151,10 @@ def _as_lists(meta, ns):
 
 
 @needs_interpreter
-def test_triton_metadata_kernel_equals_host():
+def test_triton_metadata_kernel_equals_host(monkeypatch):
     """The single-program Triton scheduler (interpreter) is bit-identical to schedule_host, with one row tile
-    (F = 5) and with more (F = 2)."""
+    (F = 5) and with more (FIXED_OVERHEAD_TILES set to 2 here, so that another F is exercised too)."""
+    monkeypatch.setattr(sched, "FIXED_OVERHEAD_TILES", 2)
     for k, (seqlens, parts) in enumerate(CASES[::2]):
         rows = 16 if k % 2 else 128
         meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), rows, 1, num_sm_parts=parts)
