@@ -58,12 +58,12 @@ BLOCK_N = 64          # keys per scheduling block
 FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks): one 64-row tile
 FIXED_OVERHEAD_TILES = 5   # the same with more than one 64-row tile of query rows per KV head (2: measured slower)
 BLOCK_M = 64          # query rows per CTA assumed when sizing the number of parts
+CPU_SM_COUNT = 8      # parts used on CPU tensors (no SMs to fill; small keeps the interpreter fast)
 
 
 def fixed_overhead(num_heads_per_head_k: int) -> int:
     """The per-split overhead ``F`` (in blocks) for ``num_heads_per_head_k`` query rows per KV head."""
     return FIXED_OVERHEAD if num_heads_per_head_k <= BLOCK_M else FIXED_OVERHEAD_TILES
-CPU_SM_COUNT = 8      # parts used on CPU tensors (no SMs to fill; small keeps the interpreter fast)
 
 
 @functools.lru_cache(maxsize=None)

@@ -268,10 +268,11 @@ def test_hopper_q_tma_layouts(kernel, layout, monkeypatch):
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws-pdl", "ws2-pdl"])
 def test_hopper_pdl_inputs_written_just_before(kernel, monkeypatch):
     """Programmatic dependent launch (PDL = 1, opt-in; and the default plain launch): the attention kernel may be
-    scheduled before the previous kernel on the stream has finished, and the combine before the attention kernel has. Each call here gets inputs that kernels wrote
-    right before it (q, the cache, the block table, the lengths and the metadata, each first poisoned, behind a
-    slow kernel), and four calls run back to back on the same stream, each on different inputs (workspace blocks
-    are reused by the caching allocator): every result must match its own reference, bit for bit across repeats."""
+    scheduled before the previous kernel on the stream has finished, and the combine before the attention kernel
+    has. Each call here gets inputs that kernels wrote right before it (q, the cache, the block table, the lengths
+    and the metadata, each first poisoned, behind a slow kernel), and four calls run back to back on the same
+    stream, each on different inputs (workspace blocks are reused by the caching allocator): every result must
+    match its own reference, bit for bit across repeats."""
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("needs a Hopper GPU")
     import flash_mla.hopper.launcher as hl
@@ -288,7 +289,7 @@ def test_hopper_pdl_inputs_written_just_before(kernel, monkeypatch):
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel.startswith("ws2") else hl.WS)
     slow = torch.randn(1 << 26, device="cuda")
     results = []
-    for rep in range(2):
+    for _ in range(2):
         fresh = [tuple(torch.full_like(t, float("nan")) if t.is_floating_point() else torch.full_like(t, -1)
                        for t in src) for src, _ in cases]
         torch.cuda.synchronize()

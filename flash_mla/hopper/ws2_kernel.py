@@ -60,7 +60,8 @@ OWN_CHUNK_WAIT = 4
 Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgroup TMAs its half of the Q tile; 2: the
                        # owner of a chunk's last page TMAs the next chunk's whole Q tile after its page loop, before
                        # the chunk's epilogue, on its own mbarrier q_land; 0: plain loads)
-PDL = 0                # as ws_kernel.PDL (programmatic dependent launch, opt-in; not with MC: the launcher turns it off)
+PDL = 0                # as ws_kernel.PDL (programmatic dependent launch, opt-in; not with MC: the launcher turns it
+                       # off)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
