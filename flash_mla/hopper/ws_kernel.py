@@ -56,7 +56,7 @@ PDL = 0                # 1 (opt-in): programmatic dependent launch. The kernel i
                        # right before its partitions start, after its shared-memory set-up; and it lets the split
                        # combine be scheduled at once (griddepcontrol.launch_dependents; the combine waits for this
                        # grid itself), as FlashMLA does for both. Correct, not faster under the benchmark protocol
-                       # (H100: one-tile shapes 0.1-0.6 % slower, the rest within noise; the kernel starts 1.7 us
+                       # (H100: one-tile shapes 0.02-0.6 % slower, the rest within noise; the kernel starts 1.7 us
                        # earlier after a kernel, but its CTAs then wait for it; docs/perf-notes.md "Session 15")
 P_BAR = gl.constexpr(10)   # named barrier ids 10-15 (Triton's partitions use 0-4, ws2_kernel.M_BAR 6 / 7,
                            # _any_ne 8 / 9)
