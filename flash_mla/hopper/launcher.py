@@ -175,10 +175,12 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     elif cfg == WS2 and cw:
         v_box //= cw
     k_desc, v_desc = make_descriptors(k_cache, v_box)
-    q_tma = int(W.Q_TMA) if cfg == WS else int(W2.Q_TMA) if cfg == WS2 and not mc else 0
+    # the module whose Q_TMA / PDL apply: ws or ws2, not in 2-CTA clusters (MC) and not for the other kernels
+    ws_mod = W if cfg == WS else W2 if cfg == WS2 and not mc else None
+    q_tma = int(ws_mod.Q_TMA) if ws_mod else 0
     q_desc = q_descriptor(q) if q_tma else None
     q_tma = q_tma if q_desc is not None else 0
-    pdl = pdl_supported(q.device) and (int(W.PDL) if cfg == WS else int(W2.PDL) if cfg == WS2 and not mc else 0)
+    pdl = bool(ws_mod and ws_mod.PDL and pdl_supported(q.device))
     if cfg == WS:
         launch = _launch_ws
         variant = dict(PV_REGS=W.PV_REGS, LAZY=int(W.LAZY), NAMED=int(W.NAMED), Q_TMA=q_tma, PDL=int(pdl),
