@@ -104,7 +104,8 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
     """The paired two-warpgroup kernel (``pair_kernel``)."""
     from . import pair_kernel as P
-    consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "TRACE": 0, **overrides}
+    consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "RQ_REG": int(P.RQ_REG),
+              "TRACE": 0, **overrides}
     return _compile(P.mla_decode_pair_kernel, dtype_str, consts, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
 
 

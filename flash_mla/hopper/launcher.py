@@ -194,7 +194,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:
         launch = _launch_pair
-        variant = dict(WG1_REGS=P.WG1_REGS, TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
+        variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), TRACE=P.TRACE_BUF is not None,
+                       num_warps=P.NUM_WARPS)
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw
         variant = dict(REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],

@@ -1,36 +1,36 @@
 """Paired ("seesaw") Hopper MLA decoding kernel: two warpgroups, pages taken two at a time (opt-in, not the default).
 
-After FlashMLA's schedule (csrc/sm90/decode/dense/splitkv_mla.cuh and its deep-dive note), written in Gluon. One
-CTA = 64 packed query rows x one scheduler part; 8 warps = two warpgroups, each holding half of the ``64 x 512`` fp32
-output (64 x 256 = 128 registers per thread). Pages of a chunk are taken in pairs (k0, k1): k0 lives in ring stage
-0, k1 in stage 1. Warpgroup 0 computes ``S0 = Q K0^T``, warpgroup 1 ``S1 = Q K1^T`` (each a full 64 x 64 S, Q read
-once per page). One running max ``m`` lives in shared memory. Per pair:
+FlashMLA's schedule (csrc/kernels/splitkv_mla.cu and its deep-dive note), written in Gluon. One CTA = 64 packed
+query rows x one scheduler part; 8 warps = two warpgroups, each holding half of the ``64 x 512`` fp32 output
+(64 x 256 = 128 registers per thread). Pages of a chunk are taken in pairs (k0, k1): k0 lives in ring stage 0, k1
+in stage 1. Warpgroup 0 computes ``S0 = Q K0^T``, warpgroup 1 ``S1 = Q K1^T`` (each a full 64 x 64 S). One running
+max ``m`` lives in shared memory. Per pair (v5, 2026-12-07):
 
-=====================================================  =======================================================
-warpgroup 0                                             warpgroup 1
-=====================================================  =======================================================
-softmax(S0) against m -> m_a, sc0, P0; publish all     (wait) O1 *= sc0; O1 += P0 V0[:, 256:] (async) while
-three (P0 over stage 0's rope slot)                     softmax(S1) against m_a -> m_b, sc1, P1; publish all
-O0 *= sc0; O0 += P0 V0[:, :256] (P0 from registers)     P0 V0 done: refill V0-right + rope with page k0 + 2
-refill V0-left with page k0 + 2                         O1 *= sc1; O1 += P1 V1[:, 256:] (P1 from registers)
-(wait) O0 *= sc1; O0 += P1 V1[:, :256] (P1 from smem)   refill V1-right + rope with page k1 + 2
-refill V1-left with page k1 + 2; S0' = Q K0'^T          S1' = Q K1'^T, right half first, as the halves land
-=====================================================  =======================================================
+==========================================================  ======================================================
+warpgroup 0                                                  warpgroup 1
+==========================================================  ======================================================
+softmax(S0) against m -> m_a, sc0, P0; publish m_a, sc0      (wait) softmax(S1) against m_a -> m_b, sc1, P1;
+O0 = O0 sc0 + P0 V0[:, :256]  (P0 from registers)            publish m_b, sc1; P1 -> smem
+(wait) refill tiles 0-3 of stage 0 (page k0 + 2)             O1 = O1 sc0 sc1 + P1 V1[:, 256:] (P1 from registers)
+P0 sc1 -> smem (over stage 0's rope tile, dead after S0)     (wait) O1 += (P0 sc1) V0[:, 256:]; release P1
+(wait) O0 = O0 sc1 + P1 V1[:, :256] (async)                  P1 V1R done: refill tiles 4-8 of stage 1 (k1 + 2)
+S(k0 + 2) on tiles 0-3 as they land                          P0 V0R done: refill tiles 4-8 of stage 0 (k0 + 2)
+P1 V1L done: refill tiles 0-3 of stage 1 (page k1 + 2)       S(k1 + 2): tiles 4-7, rope, then 0-3, as they land
+S(k0 + 2) on tiles 4-7 and the rope tile
+==========================================================  ======================================================
 
-So one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy, and each half of a page is
-refilled by the warpgroup that last reads it as soon as its P V is done. Warpgroup 1 folds P0 in before its own
-softmax (O1 = (O1 sc0 + P0 V0R) sc1 + P1 V1R), so P0 is published unscaled together with the max. Pages are loaded
-in two halves (latent columns 0-255 as one 4 x 64 x 64 TMA box; columns 256-511 + rope), one mbarrier per half.
+So one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy, and each 64-column tile of a page
+is refilled by the warpgroup that last reads it as soon as its P V is done. Each page lands as nine 64 x 64 tiles
+(8 latent, 1 rope), each on its own mbarrier, and S is issued tile by tile as they land. Q's rope tile is held in
+registers (the A operand of the rope wgmma); its latent part sits in shared memory.
 
 Hand-offs between the warpgroups use hardware named barriers (``bar.arrive`` by the producer, ``bar.sync`` by the
 consumer, 256 threads): ids ``BAR_*`` below (Triton's own partition barriers use 0-2).
 
-A page that does not exist (an odd page count: the last pair has no k1) is loaded from page 0 of the cache (the
-masked page-table read), its scores are masked to -inf and its V rows zeroed before the P V, so its data never
-reaches O. Rows of the last page past the chunk end are zeroed in V likewise (they may hold NaN).
-
-Measured on H200 (docs/perf-notes.md): correct, but slower than the default warp-specialized kernel
-(``ws_kernel``): the half-page refills are throughput-bound and one load latency stays on every pair's period.
+An odd page count leaves the last pair without k1: nothing is loaded for it and its S is not computed; its scores are
+all masked (-inf, so P1 = 0, sc1 = 1) and the V1 halves are zeroed before the (zero) P1 V1 products, so stale or
+uninitialised shared memory never reaches O. Rows of the last page past the chunk end are zeroed in V likewise (they
+may hold NaN).
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -43,17 +43,22 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, _store_o
-from .ws_kernel import _named_bar, _stamp
+from .ws_kernel import _named_bar, _row_limits, _scaled_scores, _stamp
 
 NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
                        # (8 warps in all: up to 255 registers per thread at launch, no maxnreg)
-WG1_REGS = 240         # setmaxnreg of warpgroup 1
-V_BOX = 4              # 64-column tiles per latent TMA box: a page is loaded in halves
+WG1_REGS = 256         # setmaxnreg of warpgroup 1
+V_BOX = 1              # 64-column tiles per latent TMA box: a page lands as nine single tiles
+RQ_REG = 1             # Q's rope tile in registers (FlashMLA's rQ8: 16 registers, one shared-memory read of it per
+                       # chunk instead of per page); 0: read from shared memory by every rope wgmma
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 
+NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
-BAR_SC0 = gl.constexpr(9)      # wg0 -> wg1: m_a (in sM), sc0 and P0 of page k0 published
-BAR_SC1 = gl.constexpr(10)     # wg1 -> wg0: m_b (in sM), sc1 and P1 of page k1 published
+BAR_SC0 = gl.constexpr(9)      # wg0 -> wg1: m_a (in sM) and sc0 of page k0 published
+BAR_SC1 = gl.constexpr(10)     # wg1 -> wg0: m_b (in sM) and sc1 of page k1 published
+BAR_P0 = gl.constexpr(11)      # wg0 -> wg1: P0 * sc1 in shared memory
+BAR_P1 = gl.constexpr(12)      # wg1 -> wg0: P1 in shared memory, wg1's two P V issued
 M_INIT = gl.constexpr(-1.0e30)              # running max before the first key (finite: no inf - inf)
 
 
@@ -65,44 +70,45 @@ def _bar(bar_id: gl.constexpr, ARRIVE: gl.constexpr):
 
 
 @gluon.jit
-def _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, H: gl.constexpr, page,
-               PAGE: gl.constexpr, CHUNK: gl.constexpr):
-    """TMA half ``H`` of cache page ``page`` into ring stage ``STAGE`` on barrier (STAGE, H): H = 0 the latent
-    columns 0-255 (one 4 x 64 x 64 box), H = 1 the latent columns 256-511 and the 64 rope columns."""
+def _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, T0: gl.constexpr, T1: gl.constexpr,
+                page, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+    """TMA tiles T0 .. T1-1 of cache page ``page`` into ring stage ``STAGE``, tile t on mbarrier 9 STAGE + t
+    (t < 8: latent columns 64 t .. 64 t + 63 through ``v_desc``'s 1 x 64 x 64 box; t = 8: the rope columns)."""
     row = page * PAGE
-    bar = bars.index(2 * STAGE + H)
-    NB: gl.constexpr = v_desc.block_type.shape[0]          # 64-column tiles per box (4)
+    NV: gl.constexpr = kv_smem.shape[2] // CHUNK
     tile_bytes: gl.constexpr = PAGE * CHUNK * k_desc.dtype.primitive_bitwidth // 8
-    mbarrier.expect(bar, (NB + H) * tile_bytes)
-    kv3 = kv_smem.index(STAGE)._reinterpret(v_desc.dtype, [2 * NB, PAGE, CHUNK], v_desc.layout)
-    tma.async_copy_global_to_shared(v_desc, [H * NB, row, 0], bar, kv3.slice(H * NB, NB, dim=0))
-    if H == 1:
-        tma.async_copy_global_to_shared(k_desc, [row, 2 * NB * CHUNK], bar, kr_smem.index(STAGE))
+    kv3 = kv_smem.index(STAGE)._reinterpret(v_desc.dtype, [NV, PAGE, CHUNK], v_desc.layout)
+    for t in gl.static_range(T0, T1):
+        bar = bars.index(NT * STAGE + t)
+        mbarrier.expect(bar, tile_bytes)
+        if t < NV:
+            tma.async_copy_global_to_shared(v_desc, [t, row, 0], bar, kv3.slice(t, 1, dim=0))
+        else:
+            tma.async_copy_global_to_shared(k_desc, [row, NV * CHUNK], bar, kr_smem.index(STAGE))
 
 
 @gluon.jit
-def _qk_half(s, H: gl.constexpr, first: gl.constexpr, q_smem, qr_smem, kv_smem, kr_smem, bars, STAGE: gl.constexpr,
-             ph):
-    """Wait for half ``H`` of the page in ``STAGE`` and issue S (+)= Q[:, half] K[:, half]^T (async); half 1
-    includes the rope columns."""
-    HW: gl.constexpr = q_smem.shape[1] // 2
-    mbarrier.wait(bars.index(2 * STAGE + H), ph)
-    s = warpgroup_mma(q_smem.slice(H * HW, HW, dim=1), kv_smem.index(STAGE).slice(H * HW, HW, dim=1).permute((1, 0)),
-                      s, use_acc=not first, is_async=True)
-    if H == 1:
-        s = warpgroup_mma(qr_smem, kr_smem.index(STAGE).permute((1, 0)), s, is_async=True)
+def _s_tiles(s, T0: gl.constexpr, T1: gl.constexpr, FIRST: gl.constexpr, q3, kt3, bars, STAGE: gl.constexpr, ph,
+             PENDING: gl.constexpr = 0):
+    """Issue S (+)= Q[:, tile] K[:, tile]^T (async) for latent tiles T0 .. T1-1 of the page in ``STAGE``, each after
+    its mbarrier (FIRST: the first one overwrites S). A loop over the tiles, so that each tile's wgmma descriptors are
+    computed in the loop rather than hoisted out of the page loop (64 of them would stay live). Each tile's wgmma
+    group is allowed to stay in flight behind the next one, plus ``PENDING`` older groups."""
+    mbarrier.wait(bars.index(NT * STAGE + T0), ph)
+    s = warpgroup_mma(q3.index(T0), kt3.index(T0).permute((1, 0)), s, use_acc=not FIRST, is_async=True)
+    s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
+    for t in range(T0 + 1, T1):
+        mbarrier.wait(bars.index(NT * STAGE + t), ph)
+        s = warpgroup_mma(q3.index(t), kt3.index(t).permute((1, 0)), s, is_async=True)
+        s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
     return s
 
 
 @gluon.jit
-def _scores(s, n, lim, lim_lo, sm_scale_log2, PAGE: gl.constexpr):
-    """Scaled base-2 scores of page ``n``; keys at or past a row's ``lim`` (or a missing page) -> -inf."""
-    if (n + 1) * PAGE > lim_lo:
-        cols = gl.arange(0, PAGE, layout=gl.SliceLayout(0, s.type.layout))
-        sv = gl.where(cols[None, :] < (lim - n * PAGE)[:, None], s * sm_scale_log2, float("-inf"))
-    else:
-        sv = s * sm_scale_log2
-    return sv
+def _s_rope(s, rq, kr, bars, STAGE: gl.constexpr, ph):
+    """Issue S += Q_rope K_rope^T (async) once the rope tile of ``STAGE`` has landed; Q's rope tile from registers."""
+    mbarrier.wait(bars.index(NT * STAGE + NT - 1), ph)
+    return warpgroup_mma(rq, kr.permute((1, 0)), s, is_async=True)
 
 
 @gluon.jit
@@ -125,147 +131,166 @@ def _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem
 
 
 @gluon.jit
-def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
-              q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc,
-              v_desc, LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it,
-              TRACE: gl.constexpr):
+def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
+              kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
     """Warpgroup 0's share of pair (k0, k0 + 1); ``s`` = S of page k0. Returns S of page k0 + 2 (unless LAST)."""
-    dtype: gl.constexpr = q_smem.dtype
+    dtype: gl.constexpr = kv_smem.dtype
     HALF: gl.constexpr = acc.shape[1]
+    NV: gl.constexpr = kv_smem.shape[2] // CHUNK
     o_layout: gl.constexpr = acc.type.layout
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     s_row: gl.constexpr = gl.SliceLayout(1, s.type.layout)
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
+    kv0 = kv_smem.index(0)
+    kv1 = kv_smem.index(1)
+    p0_smem = kr_smem.index(0)      # P0 (scaled) over stage 0's rope tile: dead after S0, refilled after P0 V0R
 
     _stamp(trace_ptr, it, 0, TRACE)
     if not LAST:   # block-table entries of the next pair, read early (off the refill path)
         pg0 = gl.load(bt_row + k0 + 2)
-        pg1 = gl.load(bt_row + k0 + 3, mask=k0 + 3 < n_end, other=0)
-    # ---- softmax of page k0 against the running max m; publish m_a, sc0 and P0 together ----
-    sv = _scores(s, k0, lim, lim_lo, sm_scale_log2, PAGE)
+        has3 = k0 + 3 < n_end
+        pg1 = gl.load(bt_row + k0 + 3, mask=has3, other=0)
+    # ---- softmax of page k0 against the running max m; publish m_a and sc0 ----
+    sv = _scaled_scores(s, k0, lim, lim_lo, sm_scale_log2, PAGE)
     m_old = sm_smem.load(s_row)
     m_new = gl.maximum(m_old, gl.max(sv, axis=1))
     sc0 = gl.exp2(m_old - m_new)
-    p = gl.exp2(sv - m_new[:, None])
-    l_i = l_i * sc0 + gl.sum(p, axis=1)
-    pb = p.to(dtype)
     sm_smem.store(m_new)
     sc0_smem.store(sc0)
-    p0_smem.store(pb)
-    fence_async_shared()
     _bar(BAR_SC0, True)
+    p = gl.exp2(sv - m_new[:, None])
+    l_i = l_i * sc0 + gl.sum(p, axis=1)
+    pb = p.to(dtype)      # (P0 is kept in the input dtype only: 16 registers instead of 32 until sc1 is in)
     _stamp(trace_ptr, it, 1, TRACE)
     # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
-    kv0 = kv_smem.index(0)
     _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
     acc = acc * gl.convert_layout(sc0, o_row)[:, None]
     acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv0.slice(0, HALF, dim=1), acc, is_async=True)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     _stamp(trace_ptr, it, 2, TRACE)
-    # ---- V0-left is free: start the next pair's first page; take warpgroup 1's max, sc1 and P1 ----
-    if not LAST:
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, pg0, PAGE, CHUNK)
+    # ---- warpgroup 1's max is in; tiles 0-3 of stage 0 are free: the next pair's first page ----
     _bar(BAR_SC1, False)
-    _stamp(trace_ptr, it, 3, TRACE)
-    sc1 = sc1_smem.load(s_row)
-    l_i = l_i * sc1
-    kv1 = kv_smem.index(1)
-    _ss_zero_v(kv1, end - (k0 + 1) * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
-    # ---- O0 = O0 * sc1 + P1 V1-left (P1 from warpgroup 1 through shared memory) ----
-    acc = acc * gl.convert_layout(sc1, o_row)[:, None]
-    acc = warpgroup_mma(p1_smem, kv1.slice(0, HALF, dim=1), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    _stamp(trace_ptr, it, 4, TRACE)
     if not LAST:
-        # V1-left free: the next pair's second page; then S of page k0 + 2, half by half as it lands
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, pg1, PAGE, CHUNK)
-        s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
+        _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, PAGE, CHUNK)
+    _stamp(trace_ptr, it, 3, TRACE)
+    # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
+    sc1 = sc1_smem.load(s_row)
+    p0_smem.store((pb.to(gl.float32) * sc1[:, None]).to(dtype))
+    fence_async_shared()
+    _bar(BAR_P0, True)
+    l_i = l_i * sc1
+    acc = acc * gl.convert_layout(sc1, o_row)[:, None]
+    _ss_zero_v(kv1, end - (k0 + 1) * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
+    # ---- O0 += P1 V1-left (P1 from warpgroup 1 through shared memory) ----
+    _bar(BAR_P1, False)
+    _stamp(trace_ptr, it, 4, TRACE)
+    acc = warpgroup_mma(p1_smem, kv1.slice(0, HALF, dim=1), acc, is_async=True)
+    if not LAST:
+        # S of page k0 + 2 on tiles 0-3 (issued right after P0 V0L: landed by now) under P1 V1L
+        kt0 = kv0._reinterpret(dtype, [NV, PAGE, CHUNK], kr_smem.layout)
+        s = _s_tiles(s, 0, NV // 2, True, q3, kt0, bars, 0, ph, 1)
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
         _stamp(trace_ptr, it, 5, TRACE)
-        s = _qk_half(s, 1, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 0, ph)
+        if has3:   # V1-left free: the next pair's second page, tiles 0-3
+            _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, NV // 2, pg1, PAGE, CHUNK)
+        s = _s_tiles(s, NV // 2, NV, False, q3, kt0, bars, 0, ph)
+        s = _s_rope(s, rq, kr_smem.index(0), bars, 0, ph)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
         _stamp(trace_ptr, it, 6, TRACE)
         ph = ph ^ 1
+    else:
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     return s, acc, l_i, ph
 
 
 @gluon.jit
-def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
-              q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc,
-              v_desc, LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it,
-              TRACE: gl.constexpr):
-    """Warpgroup 1's share of pair (k0, k0 + 1); ``s`` = S of page k0 + 1 (garbage if it does not exist).
-    Returns S of page k0 + 3 (unless LAST)."""
-    dtype: gl.constexpr = q_smem.dtype
+def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
+              kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
+    """Warpgroup 1's share of pair (k0, k0 + 1); ``s`` = S of page k0 + 1 (stale if that page does not exist: its
+    scores are all masked). Returns S of page k0 + 3 (unless LAST, or that page does not exist)."""
+    dtype: gl.constexpr = kv_smem.dtype
     HALF: gl.constexpr = acc.shape[1]
+    NV: gl.constexpr = kv_smem.shape[2] // CHUNK
     o_layout: gl.constexpr = acc.type.layout
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     s_row: gl.constexpr = gl.SliceLayout(1, s.type.layout)
     a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     k1 = k0 + 1
+    kv0 = kv_smem.index(0)
+    kv1 = kv_smem.index(1)
+    p0_smem = kr_smem.index(0)
 
     _stamp(trace_ptr, it, 8, TRACE)
     if not LAST:   # block-table entries of the next pair, read early (off the refill path)
         pg0 = gl.load(bt_row + k0 + 2)
-        pg1 = gl.load(bt_row + k0 + 3, mask=k0 + 3 < n_end, other=0)
-    sv = _scores(s, k1, lim, lim_lo, sm_scale_log2, PAGE)
-    # ---- O1 = O1 * sc0 + P0 V0-right first (P0 unscaled, relative to m_a), under our softmax ----
+        has3 = k0 + 3 < n_end
+        pg1 = gl.load(bt_row + k0 + 3, mask=has3, other=0)
+    sv = _scaled_scores(s, k1, lim, lim_lo, sm_scale_log2, PAGE)     # a missing k1: all -inf
+    rmax = gl.max(sv, axis=1)
+    # ---- softmax of page k1 against m_a; publish m_b and sc1 ----
     _bar(BAR_SC0, False)
     _stamp(trace_ptr, it, 9, TRACE)
-    kv0 = kv_smem.index(0)
-    _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    sc0 = sc0_smem.load(s_row)
-    acc = acc * gl.convert_layout(sc0, o_row)[:, None]
-    acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
-    # ---- softmax of page k1 against m_a; publish m_b, sc1 and P1 together ----
     m_old = sm_smem.load(s_row)
-    m_new = gl.maximum(m_old, gl.max(sv, axis=1))
+    sc0 = sc0_smem.load(s_row)
+    m_new = gl.maximum(m_old, rmax)
     sc1 = gl.exp2(m_old - m_new)
-    p = gl.exp2(sv - m_new[:, None])
-    l_i = l_i * (sc0 * sc1) + gl.sum(p, axis=1)
-    pb = p.to(dtype)
     sm_smem.store(m_new)
     sc1_smem.store(sc1)
-    p1_smem.store(pb)
-    fence_async_shared()
     _bar(BAR_SC1, True)
+    p = gl.exp2(sv - m_new[:, None])
+    scale = sc0 * sc1
+    l_i = l_i * scale + gl.sum(p, axis=1)
+    pb = p.to(dtype)
+    p1_smem.store(pb)
     _stamp(trace_ptr, it, 10, TRACE)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    _stamp(trace_ptr, it, 11, TRACE)
-    if not LAST:   # P0 V0 done: V0-right + rope (and P0) free -> the next pair's first page
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 1, pg0, PAGE, CHUNK)
-    # ---- O1 = O1 * sc1 + P1 V1-right (P1 from registers) ----
-    kv1 = kv_smem.index(1)
+    # ---- O1 = O1 * sc0 * sc1 + P1 V1-right (P1 from registers) ----
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    acc = acc * gl.convert_layout(sc1, o_row)[:, None]
+    acc = acc * gl.convert_layout(scale, o_row)[:, None]
     acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-    _stamp(trace_ptr, it, 12, TRACE)
+    fence_async_shared()
+    # ---- O1 += (P0 sc1) V0-right; then P1 is released to warpgroup 0 ----
+    _bar(BAR_P0, False)
+    _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+    acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
+    _bar(BAR_P1, True)
+    _stamp(trace_ptr, it, 11, TRACE)
     if not LAST:
-        # V1-right + rope free -> the next pair's second page; S of page k0 + 3 (right half first: ours)
-        _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 1, pg1, PAGE, CHUNK)
-        s = _qk_half(s, 1, True, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
-        s = _qk_half(s, 0, False, q_smem, qr_smem, kv_smem, kr_smem, bars, 1, ph)
-        s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
-        _stamp(trace_ptr, it, 14, TRACE)
-        ph = ph ^ 1
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P1 V1R done: V1-right + rope free
+        if has3:
+            _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, PAGE, CHUNK)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
+        _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, PAGE, CHUNK)
+        _stamp(trace_ptr, it, 12, TRACE)
+        if has3:   # S of page k0 + 3: tiles 4-7 and the rope (this warpgroup's refills) first, then 0-3
+            kt1 = kv1._reinterpret(dtype, [NV, PAGE, CHUNK], kr_smem.layout)
+            s = _s_tiles(s, NV // 2, NV, True, q3, kt1, bars, 1, ph)
+            s = _s_rope(s, rq, kr_smem.index(1), bars, 1, ph)
+            s = _s_tiles(s, 0, NV // 2, False, q3, kt1, bars, 1, ph)
+            s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+            _stamp(trace_ptr, it, 14, TRACE)
+            ph = ph ^ 1
+    else:
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     return s, acc, l_i, ph
 
 
 @gluon.jit
 def _pair_step(WG: gl.constexpr, LAST: gl.constexpr, s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
-               bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars,
+               bt_row, q3, rq, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars,
                k_desc, v_desc, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
     """Warpgroup ``WG``'s share of the pair starting at page k0 (``_wg0_pair`` / ``_wg1_pair``)."""
     if WG == 0:
-        s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
-                                    q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem,
-                                    bars, k_desc, v_desc, LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
+        s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
+                                    kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
+                                    LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
     else:
-        s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row,
-                                    q_smem, qr_smem, kv_smem, kr_smem, p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem,
-                                    bars, k_desc, v_desc, LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
+        s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
+                                    kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
+                                    LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
     return s, acc, l_i, ph
 
 
@@ -277,20 +302,23 @@ def _pair_wg(WG: gl.constexpr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
              sm_scale_log2, R, H_Q, S_Q,
              CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, RQ_REG: gl.constexpr):
     """One warpgroup (``WG`` 0 or 1) of the paired kernel: all chunks of this CTA's scheduler part."""
     HALF: gl.constexpr = DV // 2
     NCHUNK: gl.constexpr = D // CHUNK
+    NV: gl.constexpr = DV // CHUNK
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, PAGE, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HALF, 16])
+    rq_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=2)
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
-    # P0 goes over the rope slot of stage 0 (dead once S0 is done; refilled only after P0 V0-right)
-    p0_smem = kr_smem.index(0)
+    tile_layout: gl.constexpr = kr_smem.layout
+    q3 = q_smem._reinterpret(dtype, [NV, BLOCK_M, CHUNK], tile_layout)
+    kt = kv_smem.index(WG)._reinterpret(dtype, [NV, PAGE, CHUNK], tile_layout)
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
@@ -307,8 +335,12 @@ def _pair_wg(WG: gl.constexpr,
             n_end = (end + PAGE - 1) // PAGE
             npair = (n_end - n0 + 1) // 2
             bt_row = bt_ptr + bi.to(gl.int64) * stride_bt
-            # ---- chunk start: the previous chunk is done on both sides; stage Q (5 + 4 column chunks) ----
+            mine = n0 + WG < n_end          # this warpgroup's first page exists
+            # ---- chunk start: the previous chunk is done on both sides; load the first pair, stage Q ----
             _bar(BAR_CTA, False)
+            if mine:
+                page = gl.load(bt_row + n0 + WG)
+                _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 0, NT, page, PAGE, CHUNK)
             if WG == 0:
                 _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, 0, 5, CHUNK)
                 sm_smem.store(gl.full([BLOCK_M], M_INIT, gl.float32, layout=s_row))
@@ -316,38 +348,31 @@ def _pair_wg(WG: gl.constexpr,
                 _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, 5, NCHUNK,
                               CHUNK)
             fence_async_shared()
-            if npair > 0:
-                nw = n0 + WG
-                page = gl.load(bt_row + nw, mask=nw < n_end, other=0)
-                _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 0, page, PAGE, CHUNK)
-                _load_half(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 1, page, PAGE, CHUNK)
             _bar(BAR_CTA, False)
-
-            rows_s = m0 + gl.arange(0, BLOCK_M, layout=s_row)
-            if CAUSAL:
-                lim = gl.minimum(end, L - S_Q + rows_s // H_Q + 1)
-                lim_lo = gl.minimum(end, L - S_Q + m0 // H_Q + 1)
+            if RQ_REG:
+                rq = qr_smem.load(rq_layout)      # Q's rope tile: the register A operand of the rope wgmma
             else:
-                lim = gl.zeros([BLOCK_M], gl.int32, layout=s_row) + end
-                lim_lo = end
+                rq = qr_smem
+
+            rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
-            if npair > 0:
-                s = _qk_half(s, 0, True, q_smem, qr_smem, kv_smem, kr_smem, bars, WG, ph)
-                s = _qk_half(s, 1, False, q_smem, qr_smem, kv_smem, kr_smem, bars, WG, ph)
+            if mine:
+                s = _s_tiles(s, 0, NV, True, q3, kt, bars, WG, ph)
+                s = _s_rope(s, rq, kr_smem.index(WG), bars, WG, ph)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 ph = ph ^ 1
             for i in range(npair - 1):
                 s, acc, l_i, ph = _pair_step(WG, False, s, acc, l_i, ph, n0 + 2 * i, n_end, end, lim, lim_lo,
-                                             sm_scale_log2, bt_row, q_smem, qr_smem, kv_smem, kr_smem, p0_smem,
-                                             p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc, PAGE, CHUNK,
+                                             sm_scale_log2, bt_row, q3, rq, kv_smem, kr_smem, p1_smem, sm_smem,
+                                             sc0_smem, sc1_smem, bars, k_desc, v_desc, PAGE, CHUNK,
                                              trace_ptr, it, TRACE)
                 it += 1
             if npair > 0:
                 s, acc, l_i, ph = _pair_step(WG, True, s, acc, l_i, ph, n0 + 2 * (npair - 1), n_end, end, lim,
-                                             lim_lo, sm_scale_log2, bt_row, q_smem, qr_smem, kv_smem, kr_smem,
-                                             p0_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
-                                             PAGE, CHUNK, trace_ptr, it, TRACE)
+                                             lim_lo, sm_scale_log2, bt_row, q3, rq, kv_smem, kr_smem, p1_smem,
+                                             sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc, PAGE, CHUNK,
+                                             trace_ptr, it, TRACE)
 
             # ---- epilogue: add the two warpgroups' row sums; both are relative to the final max in sM ----
             lx_smem.index(WG).store(l_i)
@@ -372,12 +397,12 @@ def _pair_wg1(q_ptr, stride_qb, stride_qs, stride_qh,
               out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
               sm_scale_log2, R, H_Q, S_Q,
               CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr):
+              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, RQ_REG: gl.constexpr):
     _pair_wg(1, q_ptr, stride_qb, stride_qs, stride_qh,
              q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
              k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)
+             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG)
 
 
 @gluon.jit
@@ -394,12 +419,13 @@ def mla_decode_pair_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    WG1_REGS: gl.constexpr, TRACE: gl.constexpr,
+    WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
     dtype: gl.constexpr = k_desc.dtype
-    # shared memory: Q 72 KB + 2 x 72 KB pages (P0 over stage 0's rope slot) + P1 8 KB
+    # shared memory: Q 72 KB (its rope tile read once into registers per chunk) + 2 x 72 KB pages (P0 over stage
+    # 0's rope tile) + P1 8 KB
     smem_layout: gl.constexpr = k_desc.layout
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
@@ -411,8 +437,8 @@ def mla_decode_pair_kernel(
     sc0_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)     # rescale of page k0
     sc1_smem = gl.allocate_shared_memory(gl.float32, [BLOCK_M], vec_layout)     # rescale of page k1
     lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # row sums per warpgroup
-    bars = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())   # (stage, half)
-    for i in gl.static_range(4):
+    bars = gl.allocate_shared_memory(gl.int64, [2 * NT, 1], mbarrier.MBarrierLayout())   # (stage, tile)
+    for i in gl.static_range(2 * NT):
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
@@ -421,10 +447,10 @@ def mla_decode_pair_kernel(
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                     k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                     out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG)),
         (_pair_wg1, (q_ptr, stride_qb, stride_qs, stride_qh,
                      q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                      k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                      out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE)),
+                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG)),
     ], [4], [WG1_REGS])
