@@ -1,10 +1,10 @@
 """Per-pair timeline of the paired kernel (SM clock stamps of CTA (0, 0, 0); diagnostics only).
 
     python3 benchmarks/trace_pair.py 8192 128 2 0
-Events (pair_kernel._stamp). Warpgroup 0: 0 pair start, 1 m_a/sc0/P0 published, 2 P0 V0L done, 3 m_b/sc1/P1 in,
-4 P1 V1L done, 5 S-left of k0+2 issued (its half landed), 6 S(k0+2) done. Warpgroup 1: 8 pair start, 9 sc0/P0 in,
-10 m_b/sc1/P1 published, 11 P0 V0R done, 12 P1 V1R done, 14 S(k1+2) done. Times in cycles; warpgroup 1's relative
-to warpgroup 0's pair start.
+Events (pair_kernel._stamp, v5). Warpgroup 0: 0 pair start, 1 m_a/sc0 published, 2 P0 V0L done, 3 sc1 in and
+tiles 0-3 of k0+2 issued, 4 P1 in (P1 V1L next), 5 S tiles 0-3 of k0+2 issued and P1 V1L done, 6 S(k0+2) done.
+Warpgroup 1: 8 pair start, 9 sc0 in, 10 m_b/sc1 published and P1 stored, 11 both P V issued, 12 both done (refills
+issued), 14 S(k1+2) done. Times in cycles; warpgroup 1's relative to warpgroup 0's pair start.
 """
 import sys
 
@@ -21,7 +21,7 @@ def main():
     print(f"s_k={s_k} h_q={h_q} s_q={s_q}: {n} pairs traced (CTA 0)")
     ev0 = [0, 1, 2, 3, 4, 5, 6]
     ev1 = [8, 9, 10, 11, 12, 14]
-    print("pair | wg0 deltas: pub0 P0V0L ->sc1 P1V1L S-left S' | wg1 (from wg0 start): start sc0 pub1 P0V0R P1V1R S' | period")
+    print("pair | wg0 deltas: pub0 P0V0L sc1 P1in S0-3 S' | wg1 (from wg0 start): start sc0 pub1 PVissued PVdone S' | period")
     per = []
     for i in range(1, min(n, 40)):
         r = t[i]

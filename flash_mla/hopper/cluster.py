@@ -159,9 +159,9 @@ def find_offset(offsets, shape: str) -> int:
     return hits[0]
 
 
-def tensormap_params(ptx: str) -> list[int]:
+def tensormap_params(ptx: str, kernel_name: str = KERNEL_NAME) -> list[int]:
     """Indices of the kernel's 128-byte CUtensorMap parameters, in order (k_desc, v_desc, then q_desc's place)."""
-    return [int(i) for i in re.findall(rf"\.param \.align 64 \.b8 {KERNEL_NAME}_param_(\d+)\[128\]", ptx)]
+    return [int(i) for i in re.findall(rf"\.param \.align 64 \.b8 {kernel_name}_param_(\d+)\[128\]", ptx)]
 
 
 MC_ZERO = dict(KV_OFF=0, KR_OFF=0, RR_OFF=0, CF_OFF=0, KD_PARAM=0, VD_PARAM=0)

@@ -194,8 +194,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:
         launch = _launch_pair
-        variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), TRACE=P.TRACE_BUF is not None,
-                       num_warps=P.NUM_WARPS)
+        variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), RAW=int(P.RAW), **P.RAW_ZERO,
+                       TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw
         variant = dict(REGS1=K.SEESAW_REGS[0], REGS_LOAD=K.SEESAW_REGS[1], CHAIN=_SEESAW_CHAIN[cfg],
@@ -226,7 +226,21 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
             grid = (grid[0] // 2, grid[1], grid[2])   # clusters: Triton's launcher multiplies x by the cluster size
             if key not in launch.compiled:
                 _install_cluster_kernel(launch, key, grid, args, kwargs)
+        if cfg == PAIR and variant["RAW"] and key not in launch.compiled:
+            _install_pair_raw(launch, key, grid, args, kwargs)
         launch(key, grid, *args, **kwargs)
+
+
+def _install_pair_raw(launch, key, grid, args, kwargs) -> None:
+    """pair_kernel's RAW variant: compile it with ``RAW_ZERO``, read the shared-memory offsets and tensor-map
+    parameter indices its inline PTX needs from that build (``pair_kernel.raw_constants``), compile again with them
+    (the layout must not move) and launch that build for ``key`` from now on."""
+    first = launch.fn.warmup(*args, grid=grid, **kwargs)
+    rc = P.raw_constants(first)
+    kernel = launch.fn.warmup(*args, grid=grid, **{**kwargs, **rc})
+    if P.raw_constants(kernel) != rc:
+        raise RuntimeError("pair RAW: the shared-memory layout moved between the two compiles")
+    launch.install(key, kernel)
 
 
 def _install_cluster_kernel(launch, key, grid, args, kwargs) -> None:

@@ -42,6 +42,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from . import cluster as CL
 from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, _store_o
 from .ws_kernel import _named_bar, _row_limits, _scaled_scores, _stamp
 
@@ -51,7 +52,14 @@ WG1_REGS = 256         # setmaxnreg of warpgroup 1
 V_BOX = 1              # 64-column tiles per latent TMA box: a page lands as nine single tiles
 RQ_REG = 1             # Q's rope tile in registers (FlashMLA's rQ8: 16 registers, one shared-memory read of it per
                        # chunk instead of per page); 0: read from shared memory by every rope wgmma
+RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and the tile waits as inline PTX: Triton's
+                       # membar pass puts a warpgroup bar.sync before every mbarrier op and TMA copy of the Gluon ops
+                       # (two per tile, ~135 cycles per tile issued on H100, v5's trace). Needs the shared-memory
+                       # offsets and tensor-map parameter indices of a first compile (``raw_constants``; the launcher
+                       # compiles twice)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
+KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
+RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
 
 NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -67,6 +75,63 @@ def _bar(bar_id: gl.constexpr, ARRIVE: gl.constexpr):
     """Named barrier over both warpgroups (256 threads): ``bar.arrive`` (producer) or ``bar.sync`` (consumer).
     bar.arrive -> bar.sync orders the producer's earlier shared-memory writes before the consumer's reads."""
     _named_bar(bar_id, 256, ARRIVE)
+
+
+@gluon.constexpr_function
+def _raw_load_asm(stage, t0, t1, nv, kv_off, kr_off, bar_off, page, dv, drope, chunk, eb):
+    """PTX: thread $1 != 0 expects and issues TMA tiles t0 .. t1-1 of a page (row $5) into ring stage ``stage``
+    ($2: the CTA's shared-memory base, $3 / $4: the latent / rope tensor maps' generic addresses)."""
+    tile = page * chunk * eb
+    lines = ["{ .reg .pred p; .reg .b32 b, d, c0, c1; setp.ne.b32 p, $1, 0; mov.b32 c0, 0;"]
+    for t in range(t0, t1):
+        bar = bar_off + 8 * (9 * stage + t)
+        lines.append(f"add.u32 b, $2, {bar};")
+        lines.append(f"@p mbarrier.arrive.expect_tx.shared::cta.b64 _, [b], {tile};")
+        if t < nv:
+            dst = kv_off + stage * page * dv * eb + t * tile
+            lines.append(f"add.u32 d, $2, {dst}; mov.b32 c1, {t};")
+            lines.append("@p cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                         " [d], [$3, {c0, $5, c1}], [b];")
+        else:
+            dst = kr_off + stage * page * drope * eb
+            lines.append(f"add.u32 d, $2, {dst}; mov.b32 c1, {nv * chunk};")
+            lines.append("@p cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                         " [d], [$4, {c1, $5}], [b];")
+    lines.append("}\n\tmov.u32 $0, 0;")
+    return "\n\t".join(lines)
+
+
+_WAIT_ASM = gl.constexpr("{ .reg .pred c; waitLoop: mbarrier.try_wait.parity.shared::cta.b64 c, [$1], $2; "
+                         "@!c bra.uni waitLoop; }\n\tmov.u32 $0, 0;")
+
+
+@gluon.jit
+def _raw_wait(addr, ph):
+    """Wait (every thread) for phase ``ph`` of the mbarrier at shared address ``addr`` (a [128] tensor)."""
+    gl.inline_asm_elementwise(_WAIT_ASM, "=r,r,r", [addr, addr * 0 + ph], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _bar_wait(bars, idx, ph, base, BAR_OFF: gl.constexpr, RAW: gl.constexpr):
+    """Wait for phase ``ph`` of tile mbarrier ``idx`` (RAW: inline PTX on its address, no membar bar.sync)."""
+    if RAW:
+        _raw_wait(base + (BAR_OFF + 8 * idx), ph)
+    else:
+        mbarrier.wait(bars.index(idx), ph)
+
+
+@gluon.jit
+def _load_tiles_raw(base, row, STAGE: gl.constexpr, T0: gl.constexpr, T1: gl.constexpr, KV_OFF: gl.constexpr,
+                    KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr, VD_PARAM: gl.constexpr,
+                    PAGE: gl.constexpr, DV: gl.constexpr, DR: gl.constexpr, CHUNK: gl.constexpr, EB: gl.constexpr):
+    """``_load_tiles`` as one inline-PTX block issued by thread 0 of the warpgroup (``base``: [128] shared base)."""
+    tid = CL.warpgroup_tid()
+    vd = CL.param_addr(tid, KERNEL_NAME, VD_PARAM)
+    kd = CL.param_addr(tid, KERNEL_NAME, KD_PARAM)
+    gl.inline_asm_elementwise(
+        _raw_load_asm(STAGE, T0, T1, DV // CHUNK, KV_OFF, KR_OFF, BAR_OFF, PAGE, DV, DR, CHUNK, EB),
+        "=r,r,r,l,l,r", [(tid == 0).to(gl.int32), base, vd, kd, tid * 0 + row], dtype=gl.int32, is_pure=False,
+        pack=1)
 
 
 @gluon.jit
@@ -88,26 +153,38 @@ def _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, T0:
 
 
 @gluon.jit
+def _refill(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, T0: gl.constexpr, T1: gl.constexpr, page,
+            base, RC: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
+    """Tiles T0 .. T1-1 of ``page`` into ``STAGE``: ``_load_tiles_raw`` when RC[0] (RAW, with RC = (RAW, KV_OFF,
+    KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM)), else ``_load_tiles``."""
+    if RC[0]:
+        _load_tiles_raw(base, page * PAGE, STAGE, T0, T1, RC[1], RC[2], RC[3], RC[4], RC[5], PAGE,
+                        kv_smem.shape[2], kr_smem.shape[2], CHUNK, k_desc.dtype.primitive_bitwidth // 8)
+    else:
+        _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE, T0, T1, page, PAGE, CHUNK)
+
+
+@gluon.jit
 def _s_tiles(s, T0: gl.constexpr, T1: gl.constexpr, FIRST: gl.constexpr, q3, kt3, bars, STAGE: gl.constexpr, ph,
-             PENDING: gl.constexpr = 0):
+             base, RC: gl.constexpr, PENDING: gl.constexpr = 0):
     """Issue S (+)= Q[:, tile] K[:, tile]^T (async) for latent tiles T0 .. T1-1 of the page in ``STAGE``, each after
     its mbarrier (FIRST: the first one overwrites S). A loop over the tiles, so that each tile's wgmma descriptors are
     computed in the loop rather than hoisted out of the page loop (64 of them would stay live). Each tile's wgmma
     group is allowed to stay in flight behind the next one, plus ``PENDING`` older groups."""
-    mbarrier.wait(bars.index(NT * STAGE + T0), ph)
+    _bar_wait(bars, NT * STAGE + T0, ph, base, RC[3], RC[0])
     s = warpgroup_mma(q3.index(T0), kt3.index(T0).permute((1, 0)), s, use_acc=not FIRST, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
     for t in range(T0 + 1, T1):
-        mbarrier.wait(bars.index(NT * STAGE + t), ph)
+        _bar_wait(bars, NT * STAGE + t, ph, base, RC[3], RC[0])
         s = warpgroup_mma(q3.index(t), kt3.index(t).permute((1, 0)), s, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
     return s
 
 
 @gluon.jit
-def _s_rope(s, rq, kr, bars, STAGE: gl.constexpr, ph):
+def _s_rope(s, rq, kr, bars, STAGE: gl.constexpr, ph, base, RC: gl.constexpr):
     """Issue S += Q_rope K_rope^T (async) once the rope tile of ``STAGE`` has landed; Q's rope tile from registers."""
-    mbarrier.wait(bars.index(NT * STAGE + NT - 1), ph)
+    _bar_wait(bars, NT * STAGE + NT - 1, ph, base, RC[3], RC[0])
     return warpgroup_mma(rq, kr.permute((1, 0)), s, is_async=True)
 
 
@@ -133,7 +210,8 @@ def _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem
 @gluon.jit
 def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
               kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
-              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr,
+              base, RC: gl.constexpr):
     """Warpgroup 0's share of pair (k0, k0 + 1); ``s`` = S of page k0. Returns S of page k0 + 2 (unless LAST)."""
     dtype: gl.constexpr = kv_smem.dtype
     HALF: gl.constexpr = acc.shape[1]
@@ -173,7 +251,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     # ---- warpgroup 1's max is in; tiles 0-3 of stage 0 are free: the next pair's first page ----
     _bar(BAR_SC1, False)
     if not LAST:
-        _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, PAGE, CHUNK)
+        _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     _stamp(trace_ptr, it, 3, TRACE)
     # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
     sc1 = sc1_smem.load(s_row)
@@ -190,13 +268,13 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     if not LAST:
         # S of page k0 + 2 on tiles 0-3 (issued right after P0 V0L: landed by now) under P1 V1L
         kt0 = kv0._reinterpret(dtype, [NV, PAGE, CHUNK], kr_smem.layout)
-        s = _s_tiles(s, 0, NV // 2, True, q3, kt0, bars, 0, ph, 1)
+        s = _s_tiles(s, 0, NV // 2, True, q3, kt0, bars, 0, ph, base, RC, 1)
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
         _stamp(trace_ptr, it, 5, TRACE)
         if has3:   # V1-left free: the next pair's second page, tiles 0-3
-            _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, NV // 2, pg1, PAGE, CHUNK)
-        s = _s_tiles(s, NV // 2, NV, False, q3, kt0, bars, 0, ph)
-        s = _s_rope(s, rq, kr_smem.index(0), bars, 0, ph)
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, NV // 2, pg1, base, RC, PAGE, CHUNK)
+        s = _s_tiles(s, NV // 2, NV, False, q3, kt0, bars, 0, ph, base, RC)
+        s = _s_rope(s, rq, kr_smem.index(0), bars, 0, ph, base, RC)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
         _stamp(trace_ptr, it, 6, TRACE)
         ph = ph ^ 1
@@ -208,7 +286,8 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
 @gluon.jit
 def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
               kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
-              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
+              LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr,
+              base, RC: gl.constexpr):
     """Warpgroup 1's share of pair (k0, k0 + 1); ``s`` = S of page k0 + 1 (stale if that page does not exist: its
     scores are all masked). Returns S of page k0 + 3 (unless LAST, or that page does not exist)."""
     dtype: gl.constexpr = kv_smem.dtype
@@ -261,15 +340,15 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     if not LAST:
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P1 V1R done: V1-right + rope free
         if has3:
-            _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, PAGE, CHUNK)
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
-        _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, PAGE, CHUNK)
+        _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
         _stamp(trace_ptr, it, 12, TRACE)
         if has3:   # S of page k0 + 3: tiles 4-7 and the rope (this warpgroup's refills) first, then 0-3
             kt1 = kv1._reinterpret(dtype, [NV, PAGE, CHUNK], kr_smem.layout)
-            s = _s_tiles(s, NV // 2, NV, True, q3, kt1, bars, 1, ph)
-            s = _s_rope(s, rq, kr_smem.index(1), bars, 1, ph)
-            s = _s_tiles(s, 0, NV // 2, False, q3, kt1, bars, 1, ph)
+            s = _s_tiles(s, NV // 2, NV, True, q3, kt1, bars, 1, ph, base, RC)
+            s = _s_rope(s, rq, kr_smem.index(1), bars, 1, ph, base, RC)
+            s = _s_tiles(s, 0, NV // 2, False, q3, kt1, bars, 1, ph, base, RC)
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
             _stamp(trace_ptr, it, 14, TRACE)
             ph = ph ^ 1
@@ -281,16 +360,17 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
 @gluon.jit
 def _pair_step(WG: gl.constexpr, LAST: gl.constexpr, s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2,
                bt_row, q3, rq, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars,
-               k_desc, v_desc, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr):
+               k_desc, v_desc, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr, base,
+               RC: gl.constexpr):
     """Warpgroup ``WG``'s share of the pair starting at page k0 (``_wg0_pair`` / ``_wg1_pair``)."""
     if WG == 0:
         s, acc, l_i, ph = _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
                                     kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
-                                    LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
+                                    LAST, PAGE, CHUNK, trace_ptr, it, TRACE, base, RC)
     else:
         s, acc, l_i, ph = _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
                                     kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
-                                    LAST, PAGE, CHUNK, trace_ptr, it, TRACE)
+                                    LAST, PAGE, CHUNK, trace_ptr, it, TRACE, base, RC)
     return s, acc, l_i, ph
 
 
@@ -302,7 +382,7 @@ def _pair_wg(WG: gl.constexpr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
              sm_scale_log2, R, H_Q, S_Q,
              CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, RQ_REG: gl.constexpr):
+             CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RC: gl.constexpr):
     """One warpgroup (``WG`` 0 or 1) of the paired kernel: all chunks of this CTA's scheduler part."""
     HALF: gl.constexpr = DV // 2
     NCHUNK: gl.constexpr = D // CHUNK
@@ -323,6 +403,7 @@ def _pair_wg(WG: gl.constexpr,
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
     begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
+    base = CL.smem_base(CL.warpgroup_tid())   # (RAW: the shared addresses of the ring and its mbarriers)
 
     it = 0   # pairs of this CTA (trace index)
     ph = 0   # phase of this warpgroup's stage barriers (stage WG: warpgroup WG is their only waiter)
@@ -340,7 +421,7 @@ def _pair_wg(WG: gl.constexpr,
             _bar(BAR_CTA, False)
             if mine:
                 page = gl.load(bt_row + n0 + WG)
-                _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 0, NT, page, PAGE, CHUNK)
+                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 0, NT, page, base, RC, PAGE, CHUNK)
             if WG == 0:
                 _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, 0, 5, CHUNK)
                 sm_smem.store(gl.full([BLOCK_M], M_INIT, gl.float32, layout=s_row))
@@ -358,21 +439,21 @@ def _pair_wg(WG: gl.constexpr,
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
             acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
             if mine:
-                s = _s_tiles(s, 0, NV, True, q3, kt, bars, WG, ph)
-                s = _s_rope(s, rq, kr_smem.index(WG), bars, WG, ph)
+                s = _s_tiles(s, 0, NV, True, q3, kt, bars, WG, ph, base, RC)
+                s = _s_rope(s, rq, kr_smem.index(WG), bars, WG, ph, base, RC)
                 s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 ph = ph ^ 1
             for i in range(npair - 1):
                 s, acc, l_i, ph = _pair_step(WG, False, s, acc, l_i, ph, n0 + 2 * i, n_end, end, lim, lim_lo,
                                              sm_scale_log2, bt_row, q3, rq, kv_smem, kr_smem, p1_smem, sm_smem,
                                              sc0_smem, sc1_smem, bars, k_desc, v_desc, PAGE, CHUNK,
-                                             trace_ptr, it, TRACE)
+                                             trace_ptr, it, TRACE, base, RC)
                 it += 1
             if npair > 0:
                 s, acc, l_i, ph = _pair_step(WG, True, s, acc, l_i, ph, n0 + 2 * (npair - 1), n_end, end, lim,
                                              lim_lo, sm_scale_log2, bt_row, q3, rq, kv_smem, kr_smem, p1_smem,
                                              sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc, PAGE, CHUNK,
-                                             trace_ptr, it, TRACE)
+                                             trace_ptr, it, TRACE, base, RC)
 
             # ---- epilogue: add the two warpgroups' row sums; both are relative to the final max in sM ----
             lx_smem.index(WG).store(l_i)
@@ -397,12 +478,12 @@ def _pair_wg1(q_ptr, stride_qb, stride_qs, stride_qh,
               out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
               sm_scale_log2, R, H_Q, S_Q,
               CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, RQ_REG: gl.constexpr):
+              CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RC: gl.constexpr):
     _pair_wg(1, q_ptr, stride_qb, stride_qs, stride_qh,
              q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
              k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
              out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG)
+             sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG, RC)
 
 
 @gluon.jit
@@ -419,7 +500,9 @@ def mla_decode_pair_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr,
+    WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RAW: gl.constexpr,
+    KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
+    VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
@@ -442,15 +525,26 @@ def mla_decode_pair_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
+    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                     k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                     out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG)),
+                    sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG, RC)),
         (_pair_wg1, (q_ptr, stride_qb, stride_qs, stride_qh,
                      q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
                      k_desc, v_desc, bt_ptr, stride_bt, seqlens_ptr, meta_ptr, num_splits_ptr,
                      out_ptr, lse_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, lacc_ptr, stride_lacc_b,
-                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG)),
+                     sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, RQ_REG, RC)),
     ], [4], [WG1_REGS])
+
+
+def raw_constants(first_compile) -> dict:
+    """RAW's constexprs (shared-memory offsets of the ring, its rope tiles and its 18 tile mbarriers; the tensor
+    maps' parameter indices) read from ``first_compile``, a build with ``RAW_ZERO`` (they change neither the
+    allocation nor the parameter list, so a second build with them has the same layout: callers check it)."""
+    offs = CL.smem_offsets(first_compile)
+    kd, vd = CL.tensormap_params(first_compile.asm["ptx"], KERNEL_NAME.value)[:2]
+    return dict(KV_OFF=CL.find_offset(offs, "2x64x512x"), KR_OFF=CL.find_offset(offs, "2x64x64x"),
+                BAR_OFF=CL.find_offset(offs, f"{2 * NT.value}x1xi64"), KD_PARAM=kd, VD_PARAM=vd)
