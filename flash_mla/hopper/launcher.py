@@ -165,6 +165,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     num_parts = tile_scheduler_metadata.shape[0]
     grid = (triton.cdiv(rows, K.BLOCK_M), 1, num_parts)
     cfg = pick_config(rows)
+    if cfg == PAIR and not softmax_scale > 0:   # (the paired kernel scales row maxima: positive scales only)
+        cfg = WS2 if rows > K.BLOCK_M else WS
     v_box = K.HEAD_DIM_V // K.CHUNK      # 64-column tiles per TMA box of the latent part
     if cfg == WS2:
         mc = bool(W2.MC) and grid[0] % 2 == 0      # 2-CTA clusters need an even number of row tiles

@@ -44,7 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, _store_o
-from .ws_kernel import _named_bar, _row_limits, _scaled_scores, _stamp
+from .ws_kernel import _named_bar, _row_limits, _stamp
 
 NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
                        # (8 warps in all: up to 255 registers per thread at launch, no maxnreg)
@@ -208,6 +208,19 @@ def _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem
 
 
 @gluon.jit
+def _masked(s, n, lim, lim_lo, PAGE: gl.constexpr):
+    """Page n's raw scores with keys past each row's limit at -inf (unscaled: the softmax folds the scale into one
+    FFMA per score, ``exp2(s * scale - m)``, and scales the row max instead, so the scale must be positive: the
+    launcher routes other scales to the ws kernels)."""
+    if (n + 1) * PAGE <= lim_lo:
+        sm = s
+    else:
+        cols = gl.arange(0, PAGE, layout=gl.SliceLayout(0, s.type.layout))
+        sm = gl.where(cols[None, :] < (lim - n * PAGE)[:, None], s, float("-inf"))
+    return sm
+
+
+@gluon.jit
 def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
               kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
               LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr,
@@ -231,14 +244,14 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
         has3 = k0 + 3 < n_end
         pg1 = gl.load(bt_row + k0 + 3, mask=has3, other=0)
     # ---- softmax of page k0 against the running max m; publish m_a and sc0 ----
-    sv = _scaled_scores(s, k0, lim, lim_lo, sm_scale_log2, PAGE)
+    sv = _masked(s, k0, lim, lim_lo, PAGE)
     m_old = sm_smem.load(s_row)
-    m_new = gl.maximum(m_old, gl.max(sv, axis=1))
+    m_new = gl.maximum(m_old, gl.max(sv, axis=1) * sm_scale_log2)
     sc0 = gl.exp2(m_old - m_new)
     sm_smem.store(m_new)
     sc0_smem.store(sc0)
     _bar(BAR_SC0, True)
-    p = gl.exp2(sv - m_new[:, None])
+    p = gl.exp2(sv * sm_scale_log2 - m_new[:, None])
     l_i = l_i * sc0 + gl.sum(p, axis=1)
     pb = p.to(dtype)      # (P0 is kept in the input dtype only: 16 registers instead of 32 until sc1 is in)
     _stamp(trace_ptr, it, 1, TRACE)
@@ -308,8 +321,8 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
         pg0 = gl.load(bt_row + k0 + 2)
         has3 = k0 + 3 < n_end
         pg1 = gl.load(bt_row + k0 + 3, mask=has3, other=0)
-    sv = _scaled_scores(s, k1, lim, lim_lo, sm_scale_log2, PAGE)     # a missing k1: all -inf
-    rmax = gl.max(sv, axis=1)
+    sv = _masked(s, k1, lim, lim_lo, PAGE)     # a missing k1: all -inf
+    rmax = gl.max(sv, axis=1) * sm_scale_log2
     # ---- softmax of page k1 against m_a; publish m_b and sc1 ----
     _bar(BAR_SC0, False)
     _stamp(trace_ptr, it, 9, TRACE)
@@ -320,7 +333,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     sm_smem.store(m_new)
     sc1_smem.store(sc1)
     _bar(BAR_SC1, True)
-    p = gl.exp2(sv - m_new[:, None])
+    p = gl.exp2(sv * sm_scale_log2 - m_new[:, None])
     scale = sc0 * sc1
     l_i = l_i * scale + gl.sum(p, axis=1)
     pb = p.to(dtype)
