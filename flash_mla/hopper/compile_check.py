@@ -105,7 +105,8 @@ def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides)
     """The paired two-warpgroup kernel (``pair_kernel``)."""
     from . import pair_kernel as P
     consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "RQ_REG": int(P.RQ_REG),
-              "RAW": int(P.RAW), "TRACE": 0, **P.RAW_ZERO, **overrides}
+              "RAW": int(P.RAW), "P0_FIRST": int(P.P0_FIRST),
+              "HINT": int(P.HINT), "TRACE": 0, **P.RAW_ZERO, **overrides}
     k = _compile(P.mla_decode_pair_kernel, dtype_str, consts, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
     if consts["RAW"]:   # the second compile, as the launcher does (pair_kernel.raw_constants)
         rc = P.raw_constants(k)

@@ -196,7 +196,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:
         launch = _launch_pair
-        variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), RAW=int(P.RAW), **P.RAW_ZERO,
+        variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), RAW=int(P.RAW), P0_FIRST=int(P.P0_FIRST), HINT=int(P.HINT),
+                       **P.RAW_ZERO,
                        TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw

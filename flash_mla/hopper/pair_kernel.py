@@ -52,6 +52,8 @@ WG1_REGS = 256         # setmaxnreg of warpgroup 1
 V_BOX = 1              # 64-column tiles per latent TMA box: a page lands as nine single tiles
 RQ_REG = 1             # Q's rope tile in registers (FlashMLA's rQ8: 16 registers, one shared-memory read of it per
                        # chunk instead of per page); 0: read from shared memory by every rope wgmma
+P0_FIRST = 0           # 1: warpgroup 0 publishes P0 before it issues the refill of tiles 0-3 (FlashMLA: after)
+HINT = 0               # RAW only: 1 = the tile loads carry an L2 evict-first policy (FlashMLA's EVICT_FIRST on K)
 RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and the tile waits as inline PTX: Triton's
                        # membar pass puts a warpgroup bar.sync before every mbarrier op and TMA copy of the Gluon ops
                        # (two per tile, ~135 cycles per tile issued on H100, v5's trace). Needs the shared-memory
@@ -78,11 +80,15 @@ def _bar(bar_id: gl.constexpr, ARRIVE: gl.constexpr):
 
 
 @gluon.constexpr_function
-def _raw_load_asm(stage, t0, t1, nv, kv_off, kr_off, bar_off, page, dv, drope, chunk, eb):
+def _raw_load_asm(stage, t0, t1, nv, kv_off, kr_off, bar_off, page, dv, drope, chunk, eb, hint=0):
     """PTX: thread $1 != 0 expects and issues TMA tiles t0 .. t1-1 of a page (row $5) into ring stage ``stage``
     ($2: the CTA's shared-memory base, $3 / $4: the latent / rope tensor maps' generic addresses)."""
     tile = page * chunk * eb
-    lines = ["{ .reg .pred p; .reg .b32 b, d, c0, c1; setp.ne.b32 p, $1, 0; mov.b32 c0, 0;"]
+    lines = ["{ .reg .pred p; .reg .b32 b, d, c0, c1; .reg .b64 pol; setp.ne.b32 p, $1, 0; mov.b32 c0, 0;"]
+    hint_sfx, hint_op = "", ""
+    if hint:
+        lines.append("createpolicy.fractional.L2::evict_first.b64 pol, 1.0;")
+        hint_sfx, hint_op = ".L2::cache_hint", ", pol"
     for t in range(t0, t1):
         bar = bar_off + 8 * (9 * stage + t)
         lines.append(f"add.u32 b, $2, {bar};")
@@ -91,12 +97,12 @@ def _raw_load_asm(stage, t0, t1, nv, kv_off, kr_off, bar_off, page, dv, drope, c
             dst = kv_off + stage * page * dv * eb + t * tile
             lines.append(f"add.u32 d, $2, {dst}; mov.b32 c1, {t};")
             lines.append("@p cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
-                         " [d], [$3, {c0, $5, c1}], [b];")
+                         f"{hint_sfx} [d], [$3, {{c0, $5, c1}}], [b]{hint_op};")
         else:
             dst = kr_off + stage * page * drope * eb
             lines.append(f"add.u32 d, $2, {dst}; mov.b32 c1, {nv * chunk};")
             lines.append("@p cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-                         " [d], [$4, {c1, $5}], [b];")
+                         f"{hint_sfx} [d], [$4, {{c1, $5}}], [b]{hint_op};")
     lines.append("}\n\tmov.u32 $0, 0;")
     return "\n\t".join(lines)
 
@@ -123,13 +129,14 @@ def _bar_wait(bars, idx, ph, base, BAR_OFF: gl.constexpr, RAW: gl.constexpr):
 @gluon.jit
 def _load_tiles_raw(base, row, STAGE: gl.constexpr, T0: gl.constexpr, T1: gl.constexpr, KV_OFF: gl.constexpr,
                     KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr, VD_PARAM: gl.constexpr,
-                    PAGE: gl.constexpr, DV: gl.constexpr, DR: gl.constexpr, CHUNK: gl.constexpr, EB: gl.constexpr):
+                    PAGE: gl.constexpr, DV: gl.constexpr, DR: gl.constexpr, CHUNK: gl.constexpr, EB: gl.constexpr,
+                    HINT: gl.constexpr = 0):
     """``_load_tiles`` as one inline-PTX block issued by thread 0 of the warpgroup (``base``: [128] shared base)."""
     tid = CL.warpgroup_tid()
     vd = CL.param_addr(tid, KERNEL_NAME, VD_PARAM)
     kd = CL.param_addr(tid, KERNEL_NAME, KD_PARAM)
     gl.inline_asm_elementwise(
-        _raw_load_asm(STAGE, T0, T1, DV // CHUNK, KV_OFF, KR_OFF, BAR_OFF, PAGE, DV, DR, CHUNK, EB),
+        _raw_load_asm(STAGE, T0, T1, DV // CHUNK, KV_OFF, KR_OFF, BAR_OFF, PAGE, DV, DR, CHUNK, EB, HINT),
         "=r,r,r,l,l,r", [(tid == 0).to(gl.int32), base, vd, kd, tid * 0 + row], dtype=gl.int32, is_pure=False,
         pack=1)
 
@@ -159,7 +166,7 @@ def _refill(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, T0: gl.
     KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM)), else ``_load_tiles``."""
     if RC[0]:
         _load_tiles_raw(base, page * PAGE, STAGE, T0, T1, RC[1], RC[2], RC[3], RC[4], RC[5], PAGE,
-                        kv_smem.shape[2], kr_smem.shape[2], CHUNK, k_desc.dtype.primitive_bitwidth // 8)
+                        kv_smem.shape[2], kr_smem.shape[2], CHUNK, k_desc.dtype.primitive_bitwidth // 8, RC[7])
     else:
         _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE, T0, T1, page, PAGE, CHUNK)
 
@@ -264,13 +271,17 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     # ---- warpgroup 1's max is in; tiles 0-3 of stage 0 are free: the next pair's first page ----
     _bar(BAR_SC1, False)
     if not LAST:
-        _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
-    _stamp(trace_ptr, it, 3, TRACE)
+        if not RC[6]:   # (P0_FIRST = 0: FlashMLA's order, the refill before P0 is published)
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
     sc1 = sc1_smem.load(s_row)
     p0_smem.store((pb.to(gl.float32) * sc1[:, None]).to(dtype))
     fence_async_shared()
     _bar(BAR_P0, True)
+    if not LAST:
+        if RC[6]:
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
+    _stamp(trace_ptr, it, 3, TRACE)
     l_i = l_i * sc1
     acc = acc * gl.convert_layout(sc1, o_row)[:, None]
     _ss_zero_v(kv1, end - (k0 + 1) * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
@@ -513,7 +524,8 @@ def mla_decode_pair_kernel(
     trace_ptr,
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
-    WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RAW: gl.constexpr,
+    WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RAW: gl.constexpr, P0_FIRST: gl.constexpr,
+    HINT: gl.constexpr,
     KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
     VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
@@ -538,7 +550,7 @@ def mla_decode_pair_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM)
+    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
