@@ -13,8 +13,8 @@ WS_SPILL_BUDGET = 64
 # The two-softmax-warpgroup kernel (ws2_kernel, default for more than 64 rows): 80 bytes of scalar spills in its
 # 160-register P.V warpgroups (none with 176 / 80 registers, docs/perf-notes.md). Guard against it growing.
 WS2_SPILL_BUDGET = 256
-# The opt-in paired kernel (pair_kernel, not the default) spills ~1 KB: hoisted 64-bit wgmma descriptors of the
-# Q K^T halves, reloaded once per page (docs/perf-notes.md). Guard against it growing.
+# The opt-in paired kernel (pair_kernel v5, not the default) spills ~0.5 KB at 255 registers per thread (O half,
+# S, P and Q's rope tile in registers; docs/perf-notes.md "Session 16"). Guard against it growing.
 PAIR_SPILL_BUDGET = 1200
 
 
@@ -34,8 +34,9 @@ def test_compiles_for_sm90a(dtype, causal, config):
 # The warp-specialized kernels: (registers per thread at launch at most, spill bytes at most, whether ptxas may
 # print performance notes). ws: softmax warpgroup + two P.V warpgroups, 12 warps, 168 at launch (the default for one
 # tile); ws2: two softmax + two P.V warpgroups, 16 warps, 128 at launch (more tiles); pair: the opt-in paired
-# kernel, two warpgroups (8 warps, up to 255), pages loaded in halves by TMA. The notes would be an ignored
-# setmaxnreg, a serialised wgmma or an injected warpgroup wait.
+# kernel, two warpgroups (8 warps, up to 255), pages loaded as nine tiles by TMA (pair-raw0: through Gluon's TMA ops
+# instead of inline PTX; pair-p0first-hint, pair-flashmla-order: the other flag settings). The notes would be an ignored setmaxnreg, a
+# serialised wgmma or an injected warpgroup wait.
 WS_KERNELS = {
     "ws": (168, WS_SPILL_BUDGET, False),
     "ws2": (128, WS2_SPILL_BUDGET, False),
@@ -56,6 +57,9 @@ WS_KERNELS = {
     "ws-pdl": (168, WS_SPILL_BUDGET, False),       # PDL = 1: programmatic dependent launch (opt-in)
     "ws2-pdl": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
+    "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
+    "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
+    "pair-flashmla-order": (255, PAIR_SPILL_BUDGET, True),   # P0_FIRST = PV0_FIRST = 0: FlashMLA's own order
 }
 
 
@@ -144,3 +148,16 @@ def test_unchecked_descriptors_pass_the_checks():
         fields = {f.name: getattr(d, f.name) for f in dataclasses.fields(TensorDescriptor)}
         assert TensorDescriptor(**fields) == d
     assert descs[0].shape == [5 * 64, 576] and descs[3].block_shape == [4, 64, 64]
+
+
+def test_pair_raw_tile_loads():
+    """pair_kernel's RAW build issues its 36 tile copies (4 x 9: each warpgroup's first page, and the refills of both
+    stages) from inline PTX, so Triton's membar pass has fewer warpgroup barriers to insert than in the build through
+    Gluon's TMA / mbarrier ops, and only HINT = 1 puts an L2 policy on them."""
+    raw = report_subprocess("pair", "bf16", True)
+    gluon_ops = report_subprocess("pair-raw0", "bf16", True)
+    hint = report_subprocess("pair-p0first-hint", "bf16", True)
+    assert raw["tma"] == gluon_ops["tma"] == hint["tma"] == 36, (raw, gluon_ops, hint)
+    assert raw["bar_sync"] < gluon_ops["bar_sync"], (raw, gluon_ops)
+    assert raw["cache_hint"] == 0 and gluon_ops["cache_hint"] == 0, (raw, gluon_ops)
+    assert hint["cache_hint"] == 36, hint

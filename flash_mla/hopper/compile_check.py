@@ -106,7 +106,7 @@ def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides)
     from . import pair_kernel as P
     consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "RQ_REG": int(P.RQ_REG),
               "RAW": int(P.RAW), "P0_FIRST": int(P.P0_FIRST),
-              "HINT": int(P.HINT), "TRACE": 0, **P.RAW_ZERO, **overrides}
+              "HINT": int(P.HINT), "PV0_FIRST": int(P.PV0_FIRST), "TRACE": 0, **P.RAW_ZERO, **overrides}
     k = _compile(P.mla_decode_pair_kernel, dtype_str, consts, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
     if consts["RAW"]:   # the second compile, as the launcher does (pair_kernel.raw_constants)
         rc = P.raw_constants(k)
@@ -151,6 +151,11 @@ def stats(compiled) -> dict:
     }
 
 
+# ``report`` kind suffix ("pair-<suffix>") -> pair_kernel constants it overrides (RAW = 0: the tile loads and waits
+# through Gluon's TMA / mbarrier ops; the flags measured on 2026-12-07, docs/perf-notes.md "Session 16")
+_PAIR_FLAGS = {"": {}, "raw0": {"RAW": 0}, "p0first-hint": {"P0_FIRST": 1, "HINT": 1},
+               "flashmla-order": {"P0_FIRST": 0, "PV0_FIRST": 0}}
+
 # ``report`` kind suffix ("ws-<suffix>" / "ws2-<suffix>") -> the module constants it overrides
 _VARIANT_FLAGS = {
     "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
@@ -166,22 +171,25 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
     early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch),
-    ``"pair"`` or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, its
-    named-barrier arrives (``bar.arrive``) and its ``griddepcontrol`` instructions (PDL)."""
+    ``"pair"`` (``"pair-raw0"``, ``"pair-p0first-hint"``: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, its
+    named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own included), its L2 cache hints and its
+    ``griddepcontrol`` instructions (PDL)."""
     base, _, suffix = kind.partition("-")
-    flags = _VARIANT_FLAGS[suffix] if base in ("ws", "ws2") else {}
+    flags = _VARIANT_FLAGS[suffix] if base in ("ws", "ws2") else _PAIR_FLAGS[suffix] if base == "pair" else {}
     if base == "ws":
         k = compile_sm90_ws(dtype_str, causal, **flags)
     elif base == "ws2":
         k = compile_sm90_ws2(dtype_str, causal, **flags)
-    elif kind == "pair":
-        k = compile_sm90_pair(dtype_str, causal)
+    elif base == "pair":
+        k = compile_sm90_pair(dtype_str, causal, **flags)
     else:
         k = compile_sm90(dtype_str, causal, *config)
     ptx = k.asm["ptx"]
     return dict(stats(k), num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx,
                 setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx,
                 bar_arrive=len(re.findall(r"\bbar\.arrive\b", ptx)),
+                bar_sync=len(re.findall(r"\bbar\.sync\b", ptx)),
+                cache_hint=len(re.findall(r"\.L2::cache_hint", ptx)),
                 multicast=len(re.findall(r"multicast::cluster", ptx)), mapa=len(re.findall(r"\bmapa\.", ptx)),
                 cluster_barrier=len(re.findall(r"barrier\.cluster\.wait", ptx)),
                 gdc_wait=len(re.findall(r"griddepcontrol\.wait", ptx)),

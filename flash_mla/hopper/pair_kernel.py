@@ -52,7 +52,10 @@ WG1_REGS = 256         # setmaxnreg of warpgroup 1
 V_BOX = 1              # 64-column tiles per latent TMA box: a page lands as nine single tiles
 RQ_REG = 1             # Q's rope tile in registers (FlashMLA's rQ8: 16 registers, one shared-memory read of it per
                        # chunk instead of per page); 0: read from shared memory by every rope wgmma
-P0_FIRST = 0           # 1: warpgroup 0 publishes P0 before it issues the refill of tiles 0-3 (FlashMLA: after)
+P0_FIRST = 1           # 1: warpgroup 0 publishes P0 before it issues the refill of tiles 0-3 (FlashMLA: after;
+                       # H100: 2-3 % faster at h_q 128 s_q 2, level elsewhere, docs/perf-notes.md "Session 16")
+PV0_FIRST = 1          # 1: warpgroup 1 runs (P0 sc1) V0-right before P1 V1-right, so stage 0's tiles 4-8 (which
+                       # warpgroup 0's next S waits for) are refilled one P V earlier (FlashMLA: P1 V1R first)
 HINT = 0               # RAW only: 1 = the tile loads carry an L2 evict-first policy (FlashMLA's EVICT_FIRST on K)
 RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and the tile waits as inline PTX: Triton's
                        # membar pass puts a warpgroup bar.sync before every mbarrier op and TMA copy of the Gluon ops
@@ -350,23 +353,41 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     pb = p.to(dtype)
     p1_smem.store(pb)
     _stamp(trace_ptr, it, 10, TRACE)
-    # ---- O1 = O1 * sc0 * sc1 + P1 V1-right (P1 from registers) ----
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
     acc = acc * gl.convert_layout(scale, o_row)[:, None]
-    acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
-    fence_async_shared()
-    # ---- O1 += (P0 sc1) V0-right; then P1 is released to warpgroup 0 ----
-    _bar(BAR_P0, False)
-    _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
-    _bar(BAR_P1, True)
-    _stamp(trace_ptr, it, 11, TRACE)
+    if RC[8]:
+        # ---- PV0_FIRST: O1 = O1 * sc0 * sc1 + (P0 sc1) V0-right + P1 V1-right: stage 0's tiles 4-8, which
+        # warpgroup 0's next S waits for, are refilled one P V earlier ----
+        fence_async_shared()
+        _bar(BAR_P0, False)
+        _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+        acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
+        acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
+        _bar(BAR_P1, True)
+        _stamp(trace_ptr, it, 11, TRACE)
+        if not LAST:
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P1 V1R done: V1-right + rope free
+            if has3:
+                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
+    else:
+        # ---- O1 = O1 * sc0 * sc1 + P1 V1-right (P1 from registers) ----
+        acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
+        fence_async_shared()
+        # ---- O1 += (P0 sc1) V0-right; then P1 is released to warpgroup 0 ----
+        _bar(BAR_P0, False)
+        _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+        acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
+        _bar(BAR_P1, True)
+        _stamp(trace_ptr, it, 11, TRACE)
+        if not LAST:
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P1 V1R done: V1-right + rope free
+            if has3:
+                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
     if not LAST:
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P1 V1R done: V1-right + rope free
-        if has3:
-            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
-        _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
         _stamp(trace_ptr, it, 12, TRACE)
         if has3:   # S of page k0 + 3: tiles 4-7 and the rope (this warpgroup's refills) first, then 0-3
             kt1 = kv1._reinterpret(dtype, [NV, PAGE, CHUNK], kr_smem.layout)
@@ -525,7 +546,7 @@ def mla_decode_pair_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RAW: gl.constexpr, P0_FIRST: gl.constexpr,
-    HINT: gl.constexpr,
+    HINT: gl.constexpr, PV0_FIRST: gl.constexpr,
     KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
     VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
@@ -550,7 +571,7 @@ def mla_decode_pair_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT)
+    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
