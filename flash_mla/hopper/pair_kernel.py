@@ -11,8 +11,8 @@ warpgroup 0                                                  warpgroup 1
 ==========================================================  ======================================================
 softmax(S0) against m -> m_a, sc0, P0; publish m_a, sc0      (wait) softmax(S1) against m_a -> m_b, sc1, P1;
 O0 = O0 sc0 + P0 V0[:, :256]  (P0 from registers)            publish m_b, sc1; P1 -> smem
-(wait) refill tiles 0-3 of stage 0 (page k0 + 2)             O1 = O1 sc0 sc1 + P1 V1[:, 256:] (P1 from registers)
-P0 sc1 -> smem (over stage 0's rope tile, dead after S0)     (wait) O1 += (P0 sc1) V0[:, 256:]; release P1
+(wait) P0 sc1 -> smem (over stage 0's rope tile, dead      O1 = O1 sc0 sc1 + P1 V1[:, 256:] (P1 from registers)
+after S0); refill tiles 0-3 of stage 0 (page k0 + 2)         (wait) O1 += (P0 sc1) V0[:, 256:]; release P1
 (wait) O0 = O0 sc1 + P1 V1[:, :256] (async)                  P1 V1R done: refill tiles 4-8 of stage 1 (k1 + 2)
 S(k0 + 2) on tiles 0-3 as they land                          P0 V0R done: refill tiles 4-8 of stage 0 (k0 + 2)
 P1 V1L done: refill tiles 0-3 of stage 1 (page k1 + 2)       S(k1 + 2): tiles 4-7, rope, then 0-3, as they land
@@ -31,6 +31,15 @@ An odd page count leaves the last pair without k1: nothing is loaded for it and 
 all masked (-inf, so P1 = 0, sc1 = 1) and the V1 halves are zeroed before the (zero) P1 V1 products, so stale or
 uninitialised shared memory never reaches O. Rows of the last page past the chunk end are zeroed in V likewise (they
 may hold NaN).
+
+The tile loads and waits are inline PTX (``RAW``); ``P0_FIRST`` / ``PV0_FIRST`` / ``HINT`` select orderings and an
+L2 policy measured against FlashMLA's own order (the table above is the default: P0 published before the refill).
+
+Measured on H100 (2026-12-07, docs/perf-notes.md "Session 16"): correct, but 8-12 % slower than the default
+two-softmax-warpgroup kernel (``ws2_kernel``) on the multi-tile (compute-bound) shapes and 2-4 % slower on one tile;
+FlashMLA's CUDA build of this schedule is ~10 % faster than ws2 there. The per-pair trace puts ~35 % of each pair's
+period outside tensor work: the two softmaxes (~600-750 cycles each) and the P hand-offs, with each page tile's
+refill landing ~1,500-2,000 cycles after issue.
 """
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -54,8 +63,9 @@ RQ_REG = 1             # Q's rope tile in registers (FlashMLA's rQ8: 16 register
                        # chunk instead of per page); 0: read from shared memory by every rope wgmma
 P0_FIRST = 1           # 1: warpgroup 0 publishes P0 before it issues the refill of tiles 0-3 (FlashMLA: after;
                        # H100: 2-3 % faster at h_q 128 s_q 2, level elsewhere, docs/perf-notes.md "Session 16")
-PV0_FIRST = 1          # 1: warpgroup 1 runs (P0 sc1) V0-right before P1 V1-right, so stage 0's tiles 4-8 (which
-                       # warpgroup 0's next S waits for) are refilled one P V earlier (FlashMLA: P1 V1R first)
+PV0_FIRST = 0          # 1: warpgroup 1 runs (P0 sc1) V0-right before P1 V1-right, so stage 0's tiles 4-8 (which
+                       # warpgroup 0's next S waits for) are refilled one P V earlier (FlashMLA: P1 V1R first; H100:
+                       # 1-2 % slower on the multi-tile shapes, docs/perf-notes.md "Session 16")
 HINT = 0               # RAW only: 1 = the tile loads carry an L2 evict-first policy (FlashMLA's EVICT_FIRST on K)
 RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and the tile waits as inline PTX: Triton's
                        # membar pass puts a warpgroup bar.sync before every mbarrier op and TMA copy of the Gluon ops
