@@ -35,8 +35,8 @@ def test_compiles_for_sm90a(dtype, causal, config):
 # print performance notes). ws: softmax warpgroup + two P.V warpgroups, 12 warps, 168 at launch (the default for one
 # tile); ws2: two softmax + two P.V warpgroups, 16 warps, 128 at launch (more tiles); pair: the opt-in paired
 # kernel, two warpgroups (8 warps, up to 255), pages loaded as nine tiles by TMA (pair-raw0: through Gluon's TMA ops
-# instead of inline PTX; pair-p0first-hint, pair-flashmla-order: the other flag settings). The notes would be an ignored setmaxnreg, a
-# serialised wgmma or an injected warpgroup wait.
+# instead of inline PTX; pair-p0first-hint, pair-flashmla-order: the other flag settings). The notes would be an
+# ignored setmaxnreg, a serialised wgmma or an injected warpgroup wait.
 WS_KERNELS = {
     "ws": (168, WS_SPILL_BUDGET, False),
     "ws2": (128, WS2_SPILL_BUDGET, False),
@@ -161,3 +161,24 @@ def test_pair_raw_tile_loads():
     assert raw["bar_sync"] < gluon_ops["bar_sync"], (raw, gluon_ops)
     assert raw["cache_hint"] == 0 and gluon_ops["cache_hint"] == 0, (raw, gluon_ops)
     assert hint["cache_hint"] == 36, hint
+
+
+def test_launcher_compile_twice_uses_the_first_builds_constants():
+    """launcher._compile_twice (ws2's MC, the paired kernel's RAW): the second build gets the constants read from
+    the first, and a layout that moves between the two builds is an error, not a kernel with wrong addresses."""
+    from types import SimpleNamespace
+
+    from flash_mla.hopper.launcher import _compile_twice
+
+    calls = []
+
+    def warmup(*args, grid, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(offset=kwargs.get("SHIFT", 0) + 100)   # a build whose layout depends on SHIFT
+
+    launch = SimpleNamespace(fn=SimpleNamespace(warmup=warmup))
+    stable = _compile_twice(launch, (1, 1, 1), (), {"OFF": 0}, lambda k: {"OFF": 100}, "test")
+    assert [c["OFF"] for c in calls] == [0, 100] and stable.offset == 100
+    with pytest.raises(RuntimeError, match="moved"):
+        _compile_twice(launch, (1, 1, 1), (), {"OFF": 0, "SHIFT": 0},
+                       lambda k: {"OFF": k.offset, "SHIFT": k.offset}, "test")

@@ -65,6 +65,17 @@ def _compile(kernel, dtype_str: str, consts: dict, options: dict, v_box: int = K
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
+def _compile_twice(kernel, dtype_str: str, consts: dict, options: dict, v_box: int, constants):
+    """``_compile`` of a kernel with inline PTX on shared-memory addresses, as the launcher builds it
+    (``launcher._compile_twice``): once with the constants zeroed (in ``consts``), again with ``constants(build)``;
+    the layout must not move between the two."""
+    first = _compile(kernel, dtype_str, consts, options, v_box=v_box)
+    found = constants(first)
+    k = _compile(kernel, dtype_str, {**consts, **found}, options, v_box=v_box)
+    assert constants(k) == found, "the shared-memory allocation moved between the two compiles"
+    return k
+
+
 def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = True, overlap: bool = True,
                  tma3d: bool = False):
     consts = {"CAUSAL": causal, "P_SMEM": p_smem, "OVERLAP": overlap, "TMA3D": tma3d, "num_warps": K.NUM_WARPS}
@@ -93,12 +104,10 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **consts}
-    k = _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box=v_box)
-    if consts.get("MC"):   # the second compile, as the launcher does (cluster.mc_constants)
-        mc = CL.mc_constants(k, consts["CW"])
-        k = _compile(W2.mla_decode_ws2_kernel, dtype_str, {**consts, **mc}, opts, v_box=v_box)
-        assert CL.mc_constants(k, consts["CW"]) == mc, "MC: the allocation moved between the two compiles"
-    return k
+    if consts.get("MC"):   # two compiles, as the launcher does (cluster.mc_constants)
+        return _compile_twice(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box,
+                              lambda k: CL.mc_constants(k, consts["CW"]))
+    return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box=v_box)
 
 
 def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides):
@@ -107,12 +116,10 @@ def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides)
     consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "RQ_REG": int(P.RQ_REG),
               "RAW": int(P.RAW), "P0_FIRST": int(P.P0_FIRST),
               "HINT": int(P.HINT), "PV0_FIRST": int(P.PV0_FIRST), "TRACE": 0, **P.RAW_ZERO, **overrides}
-    k = _compile(P.mla_decode_pair_kernel, dtype_str, consts, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
-    if consts["RAW"]:   # the second compile, as the launcher does (pair_kernel.raw_constants)
-        rc = P.raw_constants(k)
-        k = _compile(P.mla_decode_pair_kernel, dtype_str, {**consts, **rc}, {"num_warps": P.NUM_WARPS}, v_box=P.V_BOX)
-        assert P.raw_constants(k) == rc, "RAW: the allocation moved between the two compiles"
-    return k
+    opts = {"num_warps": P.NUM_WARPS}
+    if consts["RAW"]:   # two compiles, as the launcher does (pair_kernel.raw_constants)
+        return _compile_twice(P.mla_decode_pair_kernel, dtype_str, consts, opts, P.V_BOX, P.raw_constants)
+    return _compile(P.mla_decode_pair_kernel, dtype_str, consts, opts, v_box=P.V_BOX)
 
 
 def ptxas_stats(ptx: str) -> tuple[int, int, int, list]:
@@ -171,9 +178,9 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
     early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch),
-    ``"pair"`` (``"pair-raw0"``, ``"pair-p0first-hint"``: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets sm_90a and uses ``setmaxnreg``, its
-    named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own included), its L2 cache hints and its
-    ``griddepcontrol`` instructions (PDL)."""
+    ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
+    sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
+    included), its L2 cache hints and its ``griddepcontrol`` instructions (PDL)."""
     base, _, suffix = kind.partition("-")
     flags = _VARIANT_FLAGS[suffix] if base in ("ws", "ws2") else _PAIR_FLAGS[suffix] if base == "pair" else {}
     if base == "ws":

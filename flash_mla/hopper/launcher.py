@@ -196,9 +196,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:
         launch = _launch_pair
-        variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), RAW=int(P.RAW), P0_FIRST=int(P.P0_FIRST), HINT=int(P.HINT),
-                       PV0_FIRST=int(P.PV0_FIRST),
-                       **P.RAW_ZERO,
+        variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), RAW=int(P.RAW), P0_FIRST=int(P.P0_FIRST),
+                       HINT=int(P.HINT), PV0_FIRST=int(P.PV0_FIRST), **P.RAW_ZERO,
                        TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)
         launch = _launch_seesaw
@@ -235,27 +234,29 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         launch(key, grid, *args, **kwargs)
 
 
-def _install_pair_raw(launch, key, grid, args, kwargs) -> None:
-    """pair_kernel's RAW variant: compile it with ``RAW_ZERO``, read the shared-memory offsets and tensor-map
-    parameter indices its inline PTX needs from that build (``pair_kernel.raw_constants``), compile again with them
-    (the layout must not move) and launch that build for ``key`` from now on."""
+def _compile_twice(launch, grid, args, kwargs, constants, what: str):
+    """Kernels with inline PTX on shared-memory addresses (ws2's MC, the paired kernel's RAW): compile with the
+    constants zeroed (``kwargs``), read them from that build (``constants(compiled) -> dict``), compile again with them
+    and check that the layout did not move."""
     first = launch.fn.warmup(*args, grid=grid, **kwargs)
-    rc = P.raw_constants(first)
-    kernel = launch.fn.warmup(*args, grid=grid, **{**kwargs, **rc})
-    if P.raw_constants(kernel) != rc:
-        raise RuntimeError("pair RAW: the shared-memory layout moved between the two compiles")
-    launch.install(key, kernel)
+    found = constants(first)
+    kernel = launch.fn.warmup(*args, grid=grid, **{**kwargs, **found})
+    if constants(kernel) != found:
+        raise RuntimeError(f"{what}: the shared-memory layout moved between the two compiles")
+    return kernel
+
+
+def _install_pair_raw(launch, key, grid, args, kwargs) -> None:
+    """pair_kernel's RAW variant: the build with the shared-memory offsets and tensor-map parameter indices its
+    inline PTX needs (``pair_kernel.raw_constants``), launched for ``key`` from now on."""
+    launch.install(key, _compile_twice(launch, grid, args, kwargs, P.raw_constants, "pair RAW"))
 
 
 def _install_cluster_kernel(launch, key, grid, args, kwargs) -> None:
     """ws2's MC variant: compile it with ``MC_ZERO``, read the shared-memory offsets and tensor-map parameter indices
     its inline PTX needs from that build (``cluster.mc_constants``), compile again with them (the layout must not
-    move), and set the compiled kernel's cluster size to 2 before its first launch."""
-    first = launch.fn.warmup(*args, grid=grid, **kwargs)
-    mc = CL.mc_constants(first, kwargs["CW"])
-    kernel = launch.fn.warmup(*args, grid=grid, **{**kwargs, **mc})
-    if CL.mc_constants(kernel, kwargs["CW"]) != mc:
-        raise RuntimeError("ws2 MC: the shared-memory layout moved between the two compiles")
+    move: ``_compile_twice``), and set the compiled kernel's cluster size to 2 before its first launch."""
+    kernel = _compile_twice(launch, grid, args, kwargs, lambda k: CL.mc_constants(k, kwargs["CW"]), "ws2 MC")
     run = kernel.run   # Triton sizes global / profile scratch by its own num_ctas (1) x grid: there must be none
     if getattr(run, "global_scratch_size", 0) or getattr(run, "profile_scratch_size", 0):
         raise RuntimeError("ws2 MC: the kernel needs scratch memory, which a patched cluster launch would undersize")

@@ -75,6 +75,9 @@ RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and 
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
 RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
+# positions in ``RC``, the kernel's one constexpr tuple of these settings (the partitions pass it down whole)
+RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST = (
+    gl.constexpr(i) for i in range(9))
 
 NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -175,11 +178,11 @@ def _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, T0:
 @gluon.jit
 def _refill(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE: gl.constexpr, T0: gl.constexpr, T1: gl.constexpr, page,
             base, RC: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr):
-    """Tiles T0 .. T1-1 of ``page`` into ``STAGE``: ``_load_tiles_raw`` when RC[0] (RAW, with RC = (RAW, KV_OFF,
-    KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM)), else ``_load_tiles``."""
-    if RC[0]:
-        _load_tiles_raw(base, page * PAGE, STAGE, T0, T1, RC[1], RC[2], RC[3], RC[4], RC[5], PAGE,
-                        kv_smem.shape[2], kr_smem.shape[2], CHUNK, k_desc.dtype.primitive_bitwidth // 8, RC[7])
+    """Tiles T0 .. T1-1 of ``page`` into ``STAGE``: ``_load_tiles_raw`` under RAW, else ``_load_tiles``."""
+    if RC[RC_RAW]:
+        _load_tiles_raw(base, page * PAGE, STAGE, T0, T1, RC[RC_KV_OFF], RC[RC_KR_OFF], RC[RC_BAR_OFF],
+                        RC[RC_KD_PARAM], RC[RC_VD_PARAM], PAGE, kv_smem.shape[2], kr_smem.shape[2], CHUNK,
+                        k_desc.dtype.primitive_bitwidth // 8, RC[RC_HINT])
     else:
         _load_tiles(k_desc, v_desc, kv_smem, kr_smem, bars, STAGE, T0, T1, page, PAGE, CHUNK)
 
@@ -191,11 +194,11 @@ def _s_tiles(s, T0: gl.constexpr, T1: gl.constexpr, FIRST: gl.constexpr, q3, kt3
     its mbarrier (FIRST: the first one overwrites S). A loop over the tiles, so that each tile's wgmma descriptors are
     computed in the loop rather than hoisted out of the page loop (64 of them would stay live). Each tile's wgmma
     group is allowed to stay in flight behind the next one, plus ``PENDING`` older groups."""
-    _bar_wait(bars, NT * STAGE + T0, ph, base, RC[3], RC[0])
+    _bar_wait(bars, NT * STAGE + T0, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
     s = warpgroup_mma(q3.index(T0), kt3.index(T0).permute((1, 0)), s, use_acc=not FIRST, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
     for t in range(T0 + 1, T1):
-        _bar_wait(bars, NT * STAGE + t, ph, base, RC[3], RC[0])
+        _bar_wait(bars, NT * STAGE + t, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
         s = warpgroup_mma(q3.index(t), kt3.index(t).permute((1, 0)), s, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
     return s
@@ -204,7 +207,7 @@ def _s_tiles(s, T0: gl.constexpr, T1: gl.constexpr, FIRST: gl.constexpr, q3, kt3
 @gluon.jit
 def _s_rope(s, rq, kr, bars, STAGE: gl.constexpr, ph, base, RC: gl.constexpr):
     """Issue S += Q_rope K_rope^T (async) once the rope tile of ``STAGE`` has landed; Q's rope tile from registers."""
-    _bar_wait(bars, NT * STAGE + NT - 1, ph, base, RC[3], RC[0])
+    _bar_wait(bars, NT * STAGE + NT - 1, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
     return warpgroup_mma(rq, kr.permute((1, 0)), s, is_async=True)
 
 
@@ -284,7 +287,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     # ---- warpgroup 1's max is in; tiles 0-3 of stage 0 are free: the next pair's first page ----
     _bar(BAR_SC1, False)
     if not LAST:
-        if not RC[6]:   # (P0_FIRST = 0: FlashMLA's order, the refill before P0 is published)
+        if not RC[RC_P0_FIRST]:   # (P0_FIRST = 0: FlashMLA's order, the refill before P0 is published)
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
     sc1 = sc1_smem.load(s_row)
@@ -292,7 +295,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     fence_async_shared()
     _bar(BAR_P0, True)
     if not LAST:
-        if RC[6]:
+        if RC[RC_P0_FIRST]:
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     _stamp(trace_ptr, it, 3, TRACE)
     l_i = l_i * sc1
@@ -365,7 +368,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     _stamp(trace_ptr, it, 10, TRACE)
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
     acc = acc * gl.convert_layout(scale, o_row)[:, None]
-    if RC[8]:
+    if RC[RC_PV0_FIRST]:
         # ---- PV0_FIRST: O1 = O1 * sc0 * sc1 + (P0 sc1) V0-right + P1 V1-right: stage 0's tiles 4-8, which
         # warpgroup 0's next S waits for, are refilled one P V earlier ----
         fence_async_shared()
