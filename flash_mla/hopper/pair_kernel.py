@@ -52,7 +52,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from . import cluster as CL
-from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _store_lse, _store_o
+from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o
 from .ws_kernel import _named_bar, _row_limits, _stamp
 
 NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
@@ -106,7 +106,7 @@ def _raw_load_asm(stage, t0, t1, nv, kv_off, kr_off, bar_off, page, dv, drope, c
         lines.append("createpolicy.fractional.L2::evict_first.b64 pol, 1.0;")
         hint_sfx, hint_op = ".L2::cache_hint", ", pol"
     for t in range(t0, t1):
-        bar = bar_off + 8 * (9 * stage + t)
+        bar = bar_off + 8 * ((nv + 1) * stage + t)   # (nv + 1 = NT mbarriers per stage)
         lines.append(f"add.u32 b, $2, {bar};")
         lines.append(f"@p mbarrier.arrive.expect_tx.shared::cta.b64 _, [b], {tile};")
         if t < nv:
@@ -209,25 +209,6 @@ def _s_rope(s, rq, kr, bars, STAGE: gl.constexpr, ph, base, RC: gl.constexpr):
     """Issue S += Q_rope K_rope^T (async) once the rope tile of ``STAGE`` has landed; Q's rope tile from registers."""
     _bar_wait(bars, NT * STAGE + NT - 1, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
     return warpgroup_mma(rq, kr.permute((1, 0)), s, is_async=True)
-
-
-@gluon.jit
-def _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem,
-                  C0: gl.constexpr, C1: gl.constexpr, CHUNK: gl.constexpr):
-    """Column chunks C0 .. C1-1 (64 columns each; chunk 8 = rope) of the Q tile -> shared memory (rows past R: 0)."""
-    BLOCK_M: gl.constexpr = q_smem.shape[0]
-    NCHUNK_V: gl.constexpr = q_smem.shape[1] // CHUNK
-    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
-    q_base = q_ptr + bi.to(gl.int64) * stride_qb
-    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ld_layout))
-    cols = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, ld_layout))
-    row_off = (rows // H_Q).to(gl.int64) * stride_qs + (rows % H_Q).to(gl.int64) * stride_qh
-    for c in gl.static_range(C0, C1):
-        qt = gl.load(q_base + row_off[:, None] + (c * CHUNK + cols)[None, :], mask=(rows < R)[:, None], other=0.0)
-        if c < NCHUNK_V:
-            q_smem.slice(c * CHUNK, CHUNK, dim=1).store(qt)
-        else:
-            qr_smem.store(qt)
 
 
 @gluon.jit
@@ -455,6 +436,7 @@ def _pair_wg(WG: gl.constexpr,
     o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
     tile_layout: gl.constexpr = kr_smem.layout
+    ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])   # Q staged by plain loads
     q3 = q_smem._reinterpret(dtype, [NV, BLOCK_M, CHUNK], tile_layout)
     kt = kv_smem.index(WG)._reinterpret(dtype, [NV, PAGE, CHUNK], tile_layout)
 
@@ -481,11 +463,12 @@ def _pair_wg(WG: gl.constexpr,
                 page = gl.load(bt_row + n0 + WG)
                 _refill(k_desc, v_desc, kv_smem, kr_smem, bars, WG, 0, NT, page, base, RC, PAGE, CHUNK)
             if WG == 0:
-                _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, 0, 5, CHUNK)
+                _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK,
+                         0, 5)
                 sm_smem.store(gl.full([BLOCK_M], M_INIT, gl.float32, layout=s_row))
             else:
-                _stage_q_cols(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, 5, NCHUNK,
-                              CHUNK)
+                _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout, CHUNK,
+                         5, NCHUNK)
             fence_async_shared()
             _bar(BAR_CTA, False)
             if RQ_REG:
