@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|cluster]...
+#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|fmtrace|cluster]...
 #        (default: tests ceilings bench)
 #   ceilings: this card's copy bandwidth and bf16 matmul rate, as the anchors' run recorded them (two lent H100s ran
 #        the same memory-bound kernels ~3 % apart: docs/perf-notes.md, session 13)
@@ -10,6 +10,8 @@
 #   fvo: FlashMLA built from source (.flashmla_src, see benchmarks/flashmla_src.sh; carry it) timed against ours in
 #        one process over the whole matrix (FVO_REPS, default 4, ABBA order; FVO_SET="Q_TMA=2": ours with those
 #        Hopper module constants)
+#   fmtrace: FlashMLA's per-pair clock stamps (benchmarks/trace_flashmla.py; carry .flashmla_src), then trace_pair.py and
+#        trace_ws.py (ws2) on the same shapes (FM_SHAPES, ';'-separated, default "8192 128 2 0")
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
 # under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples
@@ -62,6 +64,13 @@ for step in $steps; do
     fvo) python3 benchmarks/flashmla_vs_ours.py --reps "${FVO_REPS:-4}" ${FVO_SET:+--set "$FVO_SET"} \
            --json "$OUT/fvo.json" > "$OUT/fvo.log" 2>&1
          grep -E "built|geo-mean" "$OUT/fvo.log"; grep -E "ratio" "$OUT/fvo.log" | sed -E 's/ cos_diff.*//' ;;
+    fmtrace) IFS=';' read -ra shapes <<< "${FM_SHAPES:-8192 128 2 0}"   # FlashMLA's own steps, then ours, same shapes
+             for sh in "${shapes[@]}"; do tag=${sh// /_}
+               python3 benchmarks/trace_flashmla.py $sh > "$OUT/trace_flashmla_$tag.txt" 2>&1
+               grep -E "built|do_bench|median|traced|rror" "$OUT/trace_flashmla_$tag.txt" | tail -n 6
+               python3 benchmarks/trace_pair.py $sh > "$OUT/trace_pair_$tag.txt" 2>&1; tail -n 1 "$OUT/trace_pair_$tag.txt"
+               python3 benchmarks/trace_ws.py $sh kernel=ws2 > "$OUT/trace_ws2_$tag.txt" 2>&1; tail -n 1 "$OUT/trace_ws2_$tag.txt"
+             done ;;
     cluster) (cd benchmarks/experiments/cluster_multicast && timeout 150 python3 run_gpu.py) > "$OUT/cluster.log" 2>&1
              echo "cluster: exit $?"; grep -E "ring|co-residency|RESULT" "$OUT/cluster.log" | tail -n 8 ;;
     *) echo "unknown step $step"; exit 2 ;;

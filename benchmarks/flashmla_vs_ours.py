@@ -39,15 +39,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clock_probe import sample_while_running  # noqa: E402
 
 
-def load_flashmla(src: Path, build: Path):
+def load_flashmla(src: Path, build: Path, patch=None):
     """Imports ``flash_mla_cuda``, building it first (a copy of ``src`` in ``build``) if ``build`` lacks it.
 
     ``build`` is not carried to the device by the run tool, so a warm machine keeps the built module between
-    calls while ``src`` (carried) is replaced on every call.
+    calls while ``src`` (carried) is replaced on every call. ``patch``: a callable applied to the copy before the
+    build (``flashmla_trace_patch.patch``; use its own ``build`` directory).
     """
     if not list(build.glob("flash_mla_cuda*.so")):
         shutil.rmtree(build, ignore_errors=True)
         shutil.copytree(src, build)
+        if patch is not None:
+            patch(build)
         # flash_api.cpp goes through the host compiler, which (unlike nvcc) does not know CUDA 13's CCCL path.
         cccl = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include" / "cccl"
         env = dict(os.environ, FLASH_MLA_DISABLE_FP16="1", NVCC_THREADS="8", MAX_JOBS="4",
