@@ -132,6 +132,7 @@ _VARIANTS = {
     "-qtma2": {"Q_TMA": 2},                # and the next chunk's Q issued at the end of a chunk's pages
     "-pdl": {"PDL": 1},                    # programmatic dependent launch (opt-in; the default is a plain launch)
     "-early": {"EARLY_P0": 1},             # the paired kernel's P0 published before sc1 is in (opt-in)
+    "-early2": {"EARLY_P0": 2},            # the same, warpgroup 1 scaling P0 by sc1 itself
 }
 
 
@@ -155,9 +156,9 @@ def _set_variant(kernel, monkeypatch):
     ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
     ([0, 70, 0, 0, 130, 1, 0, 64, 200, 3], 2, 64, torch.bfloat16, True, 2),   # many chunks per CTA, empty ones
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "pair-early", "ws-mbar", "ws2-mbar", "ws2-own",
-                                    "ws2-mc", "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws-pdl",
-                                    "ws2-pdl"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "pair-early", "pair-early2", "ws-mbar",
+                                    "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2",
+                                    "ws2-qtma2", "ws-pdl", "ws2-pdl"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:

@@ -72,11 +72,11 @@ RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and 
                        # (two per tile, ~135 cycles per tile issued on H100, v5's trace). Needs the shared-memory
                        # offsets and tensor-map parameter indices of a first compile (``raw_constants``; the launcher
                        # compiles twice)
-EARLY_P0 = 0           # 1: warpgroup 0 publishes P0 relative to its own max m_a right after its softmax, before its
-                       # P0 V0L and without waiting for warpgroup 1's sc1; warpgroup 1 then computes
-                       # O1 = (O1 sc0 + P0 V0R) sc1 + P1 V1R, i.e. P0 V0R first, its wait, then the sc1 rescale, so
-                       # that stage 0's tiles 4-8 are refilled one P V earlier (not FlashMLA's order: it publishes
-                       # P0 sc1 after sc1 is in)
+EARLY_P0 = 0           # 1, 2: warpgroup 0 publishes P0 relative to its own max m_a right after its softmax, before
+                       # its P0 V0L and without waiting for warpgroup 1's sc1 (FlashMLA publishes P0 sc1 once sc1 is
+                       # in). Warpgroup 1 then computes O1 = (O1 sc0 + P0 V0R) sc1 + P1 V1R: 1 = P0 V0R first, its
+                       # wait, then the sc1 rescale (H100: 4-7 % slower, docs/perf-notes.md "Session 17"); 2 = P1 V1R
+                       # first, as before, then P0 read into registers, scaled by sc1 and used as the register operand
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
 RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
@@ -363,7 +363,26 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     p1_smem.store(pb)
     _stamp(trace_ptr, it, 10, TRACE)
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    if RC[RC_EARLY_P0]:
+    if RC[RC_EARLY_P0] == 2:
+        # ---- EARLY_P0 = 2: O1 = O1 * sc0 * sc1 + P1 V1-right + (P0 sc1) V0-right, P0 (relative to m_a) read into
+        # registers and scaled here ----
+        acc = acc * gl.convert_layout(scale, o_row)[:, None]
+        acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
+        fence_async_shared()
+        _bar(BAR_P0, False)
+        _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+        p0 = p0_smem.load(s.type.layout)
+        p0 = (p0.to(gl.float32) * sc1[:, None]).to(dtype)
+        acc = warpgroup_mma(gl.convert_layout(p0, a_layout), kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
+        _bar(BAR_P1, True)
+        _stamp(trace_ptr, it, 11, TRACE)
+        if not LAST:
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P1 V1R done: V1-right + rope free
+            if has3:
+                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
+    elif RC[RC_EARLY_P0]:
         # ---- EARLY_P0: O1 = (O1 * sc0 + P0 V0-right) * sc1 + P1 V1-right, P0 relative to m_a ----
         acc = acc * gl.convert_layout(sc0, o_row)[:, None]
         fence_async_shared()
