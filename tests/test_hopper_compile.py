@@ -60,8 +60,6 @@ WS_KERNELS = {
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
     "pair-flashmla-order": (255, PAIR_SPILL_BUDGET, True),   # P0_FIRST = PV0_FIRST = 0: FlashMLA's own order
-    "pair-early": (255, PAIR_SPILL_BUDGET, True),   # EARLY_P0 = 1, 2: P0 published before sc1 is in (opt-in)
-    "pair-early2": (255, PAIR_SPILL_BUDGET, True),
 }
 
 

@@ -72,18 +72,12 @@ RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and 
                        # (two per tile, ~135 cycles per tile issued on H100, v5's trace). Needs the shared-memory
                        # offsets and tensor-map parameter indices of a first compile (``raw_constants``; the launcher
                        # compiles twice)
-EARLY_P0 = 0           # 1, 2: warpgroup 0 publishes P0 relative to its own max m_a right after its softmax, before
-                       # its P0 V0L and without waiting for warpgroup 1's sc1 (FlashMLA publishes P0 sc1 once sc1 is
-                       # in). Warpgroup 1 then computes O1 = (O1 sc0 + P0 V0R) sc1 + P1 V1R: 1 = P0 V0R first, its
-                       # wait, then the sc1 rescale (H100: 4-7 % slower, docs/perf-notes.md "Session 17"); 2 = P1 V1R
-                       # first, as before, then P0 read into registers, scaled by sc1 and used as the register operand
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
 RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
 # positions in ``RC``, the kernel's one constexpr tuple of these settings (the partitions pass it down whole)
 RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST = (
     gl.constexpr(i) for i in range(9))
-RC_EARLY_P0 = gl.constexpr(9)
 
 NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -264,10 +258,6 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     p = gl.exp2(sv * sm_scale_log2 - m_new[:, None])
     l_i = l_i * sc0 + gl.sum(p, axis=1)
     pb = p.to(dtype)      # (P0 is kept in the input dtype only: 16 registers instead of 32 until sc1 is in)
-    if RC[RC_EARLY_P0]:   # P0 relative to m_a, for warpgroup 1 at once (it applies sc1 to its O itself)
-        p0_smem.store(pb)
-        fence_async_shared()
-        _bar(BAR_P0, True)
     _stamp(trace_ptr, it, 1, TRACE)
     # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
     _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
@@ -277,22 +267,17 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     _stamp(trace_ptr, it, 2, TRACE)
     # ---- warpgroup 1's max is in; tiles 0-3 of stage 0 are free: the next pair's first page ----
     _bar(BAR_SC1, False)
-    if RC[RC_EARLY_P0]:
-        if not LAST:
+    if not LAST:
+        if not RC[RC_P0_FIRST]:   # (P0_FIRST = 0: FlashMLA's order, the refill before P0 is published)
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
-        sc1 = sc1_smem.load(s_row)
-    else:
-        if not LAST:
-            if not RC[RC_P0_FIRST]:   # (P0_FIRST = 0: FlashMLA's order, the refill before P0 is published)
-                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
-        # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
-        sc1 = sc1_smem.load(s_row)
-        p0_smem.store((pb.to(gl.float32) * sc1[:, None]).to(dtype))
-        fence_async_shared()
-        _bar(BAR_P0, True)
-        if not LAST:
-            if RC[RC_P0_FIRST]:
-                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
+    # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
+    sc1 = sc1_smem.load(s_row)
+    p0_smem.store((pb.to(gl.float32) * sc1[:, None]).to(dtype))
+    fence_async_shared()
+    _bar(BAR_P0, True)
+    if not LAST:
+        if RC[RC_P0_FIRST]:
+            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     _stamp(trace_ptr, it, 3, TRACE)
     l_i = l_i * sc1
     acc = acc * gl.convert_layout(sc1, o_row)[:, None]
@@ -363,45 +348,8 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     p1_smem.store(pb)
     _stamp(trace_ptr, it, 10, TRACE)
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    if RC[RC_EARLY_P0] == 2:
-        # ---- EARLY_P0 = 2: O1 = O1 * sc0 * sc1 + P1 V1-right + (P0 sc1) V0-right, P0 (relative to m_a) read into
-        # registers and scaled here ----
-        acc = acc * gl.convert_layout(scale, o_row)[:, None]
-        acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
-        fence_async_shared()
-        _bar(BAR_P0, False)
-        _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-        p0 = p0_smem.load(s.type.layout)
-        p0 = (p0.to(gl.float32) * sc1[:, None]).to(dtype)
-        acc = warpgroup_mma(gl.convert_layout(p0, a_layout), kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
-        _bar(BAR_P1, True)
-        _stamp(trace_ptr, it, 11, TRACE)
-        if not LAST:
-            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P1 V1R done: V1-right + rope free
-            if has3:
-                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
-            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
-    elif RC[RC_EARLY_P0]:
-        # ---- EARLY_P0: O1 = (O1 * sc0 + P0 V0-right) * sc1 + P1 V1-right, P0 relative to m_a ----
-        acc = acc * gl.convert_layout(sc0, o_row)[:, None]
-        fence_async_shared()
-        _bar(BAR_P0, False)
-        _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-        acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
-        _bar(BAR_P1, True)
-        _stamp(trace_ptr, it, 11, TRACE)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
-        if not LAST:
-            _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
-        acc = acc * gl.convert_layout(sc1, o_row)[:, None]
-        acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
-        if not LAST:
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P1 V1R done: V1-right + rope free
-            if has3:
-                _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
-    elif RC[RC_PV0_FIRST]:
-        acc = acc * gl.convert_layout(scale, o_row)[:, None]
+    acc = acc * gl.convert_layout(scale, o_row)[:, None]
+    if RC[RC_PV0_FIRST]:
         # ---- PV0_FIRST: O1 = O1 * sc0 * sc1 + (P0 sc1) V0-right + P1 V1-right: stage 0's tiles 4-8, which
         # warpgroup 0's next S waits for, are refilled one P V earlier ----
         fence_async_shared()
@@ -418,7 +366,6 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
             if has3:
                 _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
     else:
-        acc = acc * gl.convert_layout(scale, o_row)[:, None]
         # ---- O1 = O1 * sc0 * sc1 + P1 V1-right (P1 from registers) ----
         acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
         fence_async_shared()
@@ -595,7 +542,7 @@ def mla_decode_pair_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RAW: gl.constexpr, P0_FIRST: gl.constexpr,
-    HINT: gl.constexpr, PV0_FIRST: gl.constexpr, EARLY_P0: gl.constexpr,
+    HINT: gl.constexpr, PV0_FIRST: gl.constexpr,
     KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
     VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
@@ -620,7 +567,7 @@ def mla_decode_pair_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST, EARLY_P0)
+    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
