@@ -1,6 +1,6 @@
 """Per-pair timeline of the paired kernel (SM clock stamps of CTA (0, 0, 0); diagnostics only).
 
-    python3 benchmarks/trace_pair.py 8192 128 2 0 [NAME=V ...]   (pair_kernel module constants, e.g. EARLY_P0=1)
+    python3 benchmarks/trace_pair.py 8192 128 2 0 [NAME=V ...]   (pair_kernel module constants, e.g. RQ_REG=0)
 Events (pair_kernel._stamp, v5). Warpgroup 0: 0 pair start, 1 m_a/sc0 published, 2 P0 V0L done, 3 sc1 in and
 tiles 0-3 of k0+2 issued, 4 P1 in (P1 V1L next), 5 S tiles 0-3 of k0+2 issued and P1 V1L done, 6 S(k0+2) done.
 Warpgroup 1: 8 pair start, 9 sc0 in, 10 m_b/sc1 published and P1 stored, 11 both P V issued, 12 both done (refills
@@ -17,6 +17,8 @@ def main():
     s_k, h_q, s_q, varlen = (int(x) for x in sys.argv[1:5])
     for kv in sys.argv[5:]:
         name, value = kv.split("=")
+        if not hasattr(P, name):
+            raise SystemExit(f"pair_kernel has no constant {name}")
         setattr(P, name, int(value))
     hl.CONFIG_OVERRIDE = hl.PAIR
     t = traced_run(P, s_k, h_q, s_q, varlen)
