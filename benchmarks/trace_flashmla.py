@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flashmla_trace_patch import patch  # noqa: E402
 from flashmla_vs_ours import flashmla_call, load_flashmla  # noqa: E402
+from trace_pair import print_pairs  # noqa: E402
 
 from flash_mla.bench import Config, decode_call, time_ms  # noqa: E402
 
@@ -44,23 +45,9 @@ def main(argv=None) -> int:
     t = ext.get_trace().view(256, 16).long()
     n = int((t[:, 6] > 0).sum())
     print(f"s_k={s_k} h_q={h_q} s_q={s_q} varlen={varlen}: {n} pairs traced (CTA 0, first sequence)")
-    ev0 = [0, 1, 2, 3, 7, 4, 5, 6]
-    ev1 = [8, 9, 10, 11, 13, 12, 14]
-    print("pair | wg0 deltas: sm0 P0V0L sc1+tma P0pub P1in S0-3+tma S4-8 | wg1 (from wg0 start): start sc0 "
-          "pub1+P1 PVissued V1Rdone+tma done+tma S' | period")
-    per = []
-    for i in range(1, min(n, 40)):
-        r = t[i]
-        b = int(r[0])
-        d0 = [int(r[ev0[k + 1]] - r[ev0[k]]) for k in range(len(ev0) - 1)]
-        d1 = [int(r[e] - b) for e in ev1]
-        period = int(t[i + 1, 0] - r[0]) if i + 1 < n else 0
-        if period > 0:
-            per.append(period)
-        print(f"{i:4d} | {' '.join(f'{x:5d}' for x in d0)} | {' '.join(f'{x:6d}' for x in d1)} | {period}")
-    if per:
-        med = sorted(per)[len(per) // 2]
-        print("median pair period (cycles):", med, "-> per page", med / 2)
+    print_pairs(t, n, [0, 1, 2, 3, 7, 4, 5, 6], [8, 9, 10, 11, 13, 12, 14],
+                "wg0 deltas: sm0 P0V0L sc1+tma P0pub P1in S0-3+tma S4-8 | wg1 (from wg0 start): start sc0 pub1+P1 "
+                "PVissued V1Rdone+tma done+tma S'")
     return 0
 
 

@@ -24,9 +24,15 @@ def main():
     t = traced_run(P, s_k, h_q, s_q, varlen)
     n = int((t[:, 6] > 0).sum())
     print(f"s_k={s_k} h_q={h_q} s_q={s_q}: {n} pairs traced (CTA 0)")
-    ev0 = [0, 1, 2, 3, 4, 5, 6]
-    ev1 = [8, 9, 10, 11, 12, 14]
-    print("pair | wg0 deltas: pub0 P0V0L sc1 P1in S0-3 S' | wg1 (from wg0 start): start sc0 pub1 PVissued PVdone S' | period")
+    print_pairs(t, n, [0, 1, 2, 3, 4, 5, 6], [8, 9, 10, 11, 12, 14],
+                "wg0 deltas: pub0 P0V0L sc1 P1in S0-3 S' | wg1 (from wg0 start): start sc0 pub1 PVissued PVdone S'")
+
+
+def print_pairs(t, n, ev0, ev1, columns):
+    """The per-pair table of ``n`` traced pairs (``t``: [pairs, 16] clock stamps, event 0 = warpgroup 0's pair
+    start): warpgroup 0's ``ev0`` as deltas between consecutive events, warpgroup 1's ``ev1`` from warpgroup 0's
+    start, the period to the next pair; then the median period (also used by ``trace_flashmla.py``)."""
+    print(f"pair | {columns} | period")
     per = []
     for i in range(1, min(n, 40)):
         r = t[i]
@@ -38,7 +44,8 @@ def main():
             per.append(period)
         print(f"{i:4d} | {' '.join(f'{x:5d}' for x in d0)} | {' '.join(f'{x:6d}' for x in d1)} | {period}")
     if per:
-        print("median pair period (cycles):", sorted(per)[len(per) // 2], "-> per page", sorted(per)[len(per) // 2] / 2)
+        med = sorted(per)[len(per) // 2]
+        print("median pair period (cycles):", med, "-> per page", med / 2)
 
 
 if __name__ == "__main__":
