@@ -2,8 +2,7 @@
 
     python3 benchmarks/trace_ws.py 8192 128 2 0 [kernel=ws2,NAME=V,...]   (optional: ws2_kernel, module constants)
 Events per page (ws_kernel._stamp): softmax 0 before kv_ready wait, 1 page ready, 2 S done, 3 P published;
-P.V warpgroup w: 4+4w before waits, 5+4w P ready, 6+4w P.V done, 7+4w after refill (w=0) / arrive (w=1); ws2
-REFILL: 12 the softmax warpgroup's refill issued (load(n) then counts from it).
+P.V warpgroup w: 4+4w before waits, 5+4w P ready, 6+4w P.V done, 7+4w after refill (w=0) / arrive (w=1).
 """
 import sys
 
@@ -42,8 +41,7 @@ def main():
     per = []
     for n in range(2, min(n_pages, 60)):
         r = t[n]
-        issued = t[n - 2, 12] if int(t[n - 2, 12]) else t[n - 2, 7]   # ws2 REFILL: the softmax warpgroup's issue
-        load = int(r[1] - issued) if n >= 2 else 0
+        load = int(r[1] - t[n - 2, 7]) if n >= 2 else 0
         period = int(t[n + 1, 1] - r[1]) if n + 1 < n_pages else 0
         per.append(period)
         print(f"{n:4d} | {int(r[1]-r[0]):6d} {int(r[2]-r[1]):5d} {int(r[3]-r[2]):5d} | {int(r[5]-r[4]):6d} "

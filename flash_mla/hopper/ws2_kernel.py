@@ -28,8 +28,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import cluster as CL
 from .kernel import _part_meta, _ss_chunk, _stage_q
-from .ws_kernel import (FREE_BAR, P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _issue_ring_page,
-                        _named_bar, _pdl_start, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
+from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _pdl_start,
+                        _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -62,11 +62,6 @@ Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgr
                        # the chunk's epilogue, on its own mbarrier q_land; 0: plain loads)
 PDL = 0                # as ws_kernel.PDL (programmatic dependent launch, opt-in; not with MC: the launcher turns it
                        # off)
-REFILL = 0             # 1 (experiment): the softmax warpgroup of a ring stage refills it (after its P hand-off it
-                       # syncs on the stage's "read" barrier of both P.V warpgroups, reads the next block from
-                       # pg_smem and issues the TMA), so P.V warpgroup 0 goes straight on to the next page's P.V
-                       # instead of waiting for warpgroup 1 and issuing the refill (~550 cycles per page on its path,
-                       # H100 trace of session 17). NAMED = 1 only; not with OWN or MC (the launcher turns it off)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -92,8 +87,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
                  NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
-                 Q_TMA: gl.constexpr = 0, q_land=None, REFILL: gl.constexpr = 0, pg_smem=None, k_desc=None,
-                 v_desc=None):
+                 Q_TMA: gl.constexpr = 0, q_land=None):
     dtype: gl.constexpr = q_smem.dtype
     if MC:   # (see _ws_pv)
         CL.cluster_sync(CL.warpgroup_tid())
@@ -101,7 +95,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
-    one_layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])   # a [1] tensor every thread holds
     NV: gl.constexpr = DV // CHUNK
     tile_layout: gl.constexpr = kr_smem.layout   # 2-D swizzle of one 64 x 64 tile; in a 3-D view dim 0 is a batch
 
@@ -230,13 +223,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                            P_BAR + 2 * SW)
                 m_w = m_new
                 _stamp(trace_ptr, g, 3, TRACE)
-                if REFILL:   # both P.V warpgroups done with page g: this stage takes the next block (g + 2)
-                    _named_bar(FREE_BAR + SW, 384, False)
-                    nxt = gl.max(pg_smem.index(SW).slice(0, 1).load(one_layout), axis=0)
-                    fence_async_shared()
-                    _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, gl.maximum(nxt, 0), nxt >= 0, SW,
-                                     CW, NV + 1, PAGE, CHUNK)
-                    _stamp(trace_ptr, g, 12, TRACE)
             # NAMED = 2: the other warpgroup syncs on each page's M arrive at its next page; the chunk's last page's
             # arrive is matched here, by the warpgroup that does not own it. A named barrier has no phase, so each
             # arrive must be matched before the next on its id: the owner's next arrive (page + 2, or in the next
@@ -301,7 +287,7 @@ def mla_decode_ws2_kernel(
     NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
     MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
-    Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0, REFILL: gl.constexpr = 0,
+    Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
@@ -324,9 +310,6 @@ def mla_decode_ws2_kernel(
     mbarrier.init(q_ready, count=2)
     mbarrier.init(q_free, count=2)
     mbarrier.init(lp_ready, count=1)
-    pg_smem = lp_smem   # (a placeholder unless REFILL)
-    if REFILL:   # the block each stage takes next, from P.V warpgroup 0 to the stage's softmax warpgroup
-        pg_smem = gl.allocate_shared_memory(gl.int32, [2, 1], vec_layout)
     q_land = q_ready   # (a placeholder unless Q_TMA = 2)
     if Q_TMA == 2:   # the Q tile landed (one TMA issuer per chunk; q_ready then only gathers both warpgroups)
         q_land = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
@@ -352,20 +335,20 @@ def mla_decode_ws2_kernel(
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, REFILL, pg_smem)),
+                  VD_PARAM)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, REFILL, pg_smem)),
+                  VD_PARAM)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, REFILL, pg_smem, k_desc, v_desc)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, REFILL, pg_smem, k_desc, v_desc)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])

@@ -392,7 +392,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0,
            MC: gl.constexpr = 0, cl_free=None, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
            RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0,
-           VD_PARAM: gl.constexpr = 0, REFILL: gl.constexpr = 0, pg_smem=None):
+           VD_PARAM: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -403,9 +403,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     itself, each as soon as its accumulator's wgmma is done (pieces 1 + 2 WG, then 2 + 2 WG); warpgroup 0 the rope
     piece (which holds P) after both. MC (ws2, opt-in): 2-CTA cluster, each page multicast into both CTAs, half
     by each (``_issue_mc``); a stage is refilled once both CTAs have read it (``cl_free``: a local and a remote
-    arrive per page). REFILL (ws2 with NAMED, opt-in): warpgroup 0 does not refill; it writes the block of the page
-    that goes into the stage next (-1: none) to ``pg_smem[stage]`` and both warpgroups arrive on the stage's
-    "read" barrier (384 threads), on which the stage's softmax warpgroup syncs and then issues the refill."""
+    arrive per page)."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -431,7 +429,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     lpage = 0
     gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
     gl.static_assert((MC == 0) | ((CW > 0) & (OWN == 0) & (NAMED != 0)), "MC: with CHUNK_WAIT > 0, NAMED, not OWN")
-    gl.static_assert((REFILL == 0) | ((NAMED == 1) & (OWN == 0) & (MC == 0)), "REFILL: with NAMED = 1, not OWN / MC")
     EB: gl.constexpr = dtype.primitive_bitwidth // 8
     lead = 0
     rank = 0
@@ -518,17 +515,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 else:
                     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
-                if REFILL:   # both -> the stage's softmax warpgroup: "done reading", the block to load next
-                    if WG == 0:
-                        pg_smem.index(stage).slice(0, 1).store(gl.full([1], 0, gl.int32, layout=one_layout)
-                                                               + gl.where(ln < ln_end, lpage, -1))
-                    _named_bar(FREE_BAR + stage, 384, True)
-                elif NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
+                if NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
                     _named_bar(FREE_BAR + stage, 256, WG == 1)
                 else:
                     gl.thread_barrier()
                     mbarrier.arrive(kv_free.index(stage), count=1)
-                if (WG == 0) & (REFILL == 0):
+                if WG == 0:
                     # both P.V done with this stage -> refill it, then look up the page after
                     if not NAMED:
                         mbarrier.wait(kv_free.index(stage), ph)
