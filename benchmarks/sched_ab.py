@@ -1,6 +1,7 @@
 """The scheduler's per-split overhead F for more than one row tile, A/B on the GPU (device only).
 
     python3 benchmarks/sched_ab.py [--fixed 5,2] [--reps 3] [--one] [s_k,h_q,s_q,varlen ...]
+                                   (an F value with a "g" suffix, e.g. 5g: the greedy alone, WHOLE_SEQUENCES off)
                                    (default: the 12 configs of FlashMLA's matrix with s_q * h_q >= 128;
                                     --one: F for one row tile, scheduler.FIXED_OVERHEAD, on the 10 varlen configs
                                     with s_q * h_q <= 64)
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--one", action="store_true", help="toggle F for one row tile (FIXED_OVERHEAD) instead")
     args = ap.parse_args(argv)
     name = "FIXED_OVERHEAD" if args.one else "FIXED_OVERHEAD_TILES"
-    fixed = [int(x) for x in args.fixed.split(",")]
+    fixed = args.fixed.split(",")   # "5": F = 5 (whole sequences where they apply); "5g": the greedy alone
     if args.configs:
         cfgs = [Config(*(int(x) for x in c.split(",")[:3]), bool(int(c.split(",")[3]))) for c in args.configs]
     elif args.one:
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     else:
         cfgs = [c for c in matrix() if c.s_q * c.h_q >= 128]
     dev = torch.device("cuda")
-    default = getattr(S, name)
+    default, whole_default = getattr(S, name), S.WHOLE_SEQUENCES
     ratios = {f: [] for f in fixed[1:]}
     with torch.inference_mode():
         for cfg in cfgs:
@@ -57,11 +58,13 @@ def main(argv=None) -> int:
             q, kc, bt, sl = inp["q"], inp["k_cache"], inp["block_table"], inp["cache_seqlens"]
             calls, model = {}, {}
             for f in fixed:
-                setattr(S, name, f)
+                setattr(S, name, int(f.rstrip("g")))
+                S.WHOLE_SEQUENCES = not f.endswith("g")
                 meta, splits = get_mla_metadata(sl, cfg.s_q * cfg.h_q // H_KV, H_KV)
                 model[f] = busiest_pages(meta.cpu(), inp["seqlens"]) + (int(splits[-1]),)
                 calls[f] = (lambda m=meta, n=splits: flash_mla_with_kvcache(q, kc, bt, sl, DV, m, n, causal=cfg.causal))
             setattr(S, name, default)
+            S.WHOLE_SEQUENCES = whole_default
             ref = calls[fixed[0]]()
             for f in fixed[1:]:
                 o = calls[f]()

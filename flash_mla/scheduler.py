@@ -19,6 +19,14 @@ sequence), because a split costs more than the model's pages: the partial result
 (docs/perf-notes.md "Session 15"). The two constants are kept apart so that the choice can be measured again
 (``benchmarks/sched_ab.py``).
 
+Whole sequences (``WHOLE_SEQUENCES``, not in FlashMLA): when the greedy above splits at least one sequence, a second
+layout is tried: whole sequences in order, a new part whenever the next one would take the current part past
+``W = B + F`` blocks, where ``B`` is the greedy's busiest part (blocks of keys, without the F terms). If that needs
+no more than the available parts, it is used: no sequence is split, so there are no partial results and nothing for
+the combine, at the price of a busiest part up to F blocks longer. On FlashMLA's matrix this applies to three
+equal-length shapes (s_k = 8192 with two row tiles, s_k = 4096 with four), where the greedy split 29-62 sequences
+for a busiest part 3 blocks shorter; measured 2-3 % faster there on H100 (docs/perf-notes.md "Session 18").
+
 Layout (int32, on the device of ``cache_seqlens``):
 
 ``tile_scheduler_metadata`` ``[num_sm_parts, 8]``, row ``p``::
@@ -57,6 +65,8 @@ MAX_GRID_YZ = 65535    # CUDA's limit on a grid's y and z dimensions (the kernel
 BLOCK_N = 64          # keys per scheduling block
 FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks): one 64-row tile
 FIXED_OVERHEAD_TILES = 5   # the same with more than one 64-row tile of query rows per KV head (2: measured slower)
+WHOLE_SEQUENCES = True   # when the greedy splits a sequence but whole sequences alone fit the parts with the busiest
+                         # part at most F blocks above the greedy's, lay out whole sequences (no split, no combine)
 BLOCK_M = 64          # query rows per CTA assumed when sizing the number of parts
 CPU_SM_COUNT = 8      # parts used on CPU tensors (no SMs to fill; small keeps the interpreter fast)
 
@@ -93,7 +103,7 @@ def num_sm_parts_for(device: torch.device, num_heads_per_head_k: int, num_heads_
 @triton.jit
 def _mla_metadata_kernel(
     SEQLENS, META, NSPLITS, batch, num_parts,
-    BLOCK_N: tl.constexpr, FIXED: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, FIXED: tl.constexpr, BLOCK_B: tl.constexpr, WHOLE: tl.constexpr,
 ):
     # Total cost of the step, in blocks.
     total = 0
@@ -109,8 +119,10 @@ def _mla_metadata_kernel(
     now_block = 0     # its first block not yet given to a part
     now_split = 0     # split index of its next piece
     cum_splits = 0
+    busiest = 0       # blocks of the busiest part
     for part in range(num_parts):
         row = META + part * 8
+        blocks = 0
         tl.store(row + 0, now_idx)
         tl.store(row + 1, now_block * BLOCK_N)
         tl.store(row + 4, now_split)
@@ -127,6 +139,7 @@ def _mla_metadata_kernel(
                 cum_splits += now_split + 1
                 tl.store(NSPLITS + now_idx + 1, cum_splits)
                 remain -= left + FIXED
+                blocks += left
                 now_idx += 1
                 now_block = 0
                 now_split = 0
@@ -135,9 +148,11 @@ def _mla_metadata_kernel(
                 # Take what fits (beyond the fixed overhead) and cut the sequence there.
                 if remain - FIXED > 0:
                     now_block += remain - FIXED
+                    blocks += remain - FIXED
                     now_split += 1
                     remain = 0
                 go = now_idx < 0
+        busiest = tl.maximum(busiest, blocks)
         if now_block > 0:
             tl.store(row + 2, now_idx)
             tl.store(row + 3, now_block * BLOCK_N)
@@ -145,38 +160,110 @@ def _mla_metadata_kernel(
             tl.store(row + 2, now_idx - 1)
             tl.store(row + 3, tl.load(SEQLENS + tl.maximum(now_idx - 1, 0), mask=now_idx > 0, other=0))
 
+    if WHOLE:
+        if cum_splits > batch:   # some sequence was split: do whole sequences fit within F more blocks?
+            limit = busiest + FIXED
+            used = 1
+            cur = 0
+            fits = True
+            for i in range(batch):
+                n = (tl.load(SEQLENS + i) + BLOCK_N - 1) // BLOCK_N
+                fits = fits & (n <= limit)
+                if cur + n > limit:
+                    used += 1
+                    cur = 0
+                cur += n
+            if fits & (used <= num_parts):
+                # rewrite: parts of whole sequences [first, i - 1], then empty parts
+                part = 0
+                cur = 0
+                first = 0
+                prev_len = 0
+                for i in range(batch):
+                    seqlen = tl.load(SEQLENS + i)
+                    n = (seqlen + BLOCK_N - 1) // BLOCK_N
+                    if cur + n > limit:
+                        _whole_row(META + part * 8, first, i - 1, prev_len)
+                        part += 1
+                        first = i
+                        cur = 0
+                    cur += n
+                    prev_len = seqlen
+                    tl.store(NSPLITS + i + 1, i + 1)
+                _whole_row(META + part * 8, first, batch - 1, prev_len)
+                for p in range(part + 1, num_parts):
+                    _whole_row(META + p * 8, batch, batch - 1, prev_len)
 
-def schedule_host(seqlens: list[int], num_sm_parts: int,
-                  fixed: int = FIXED_OVERHEAD) -> tuple[list[list[int]], list[int]]:
-    """The same greedy in plain Python, with per-split overhead ``fixed``: ``(metadata rows, num_splits)``. Used on
-    CPU and as a test oracle."""
+
+@triton.jit
+def _whole_row(row, first, last, last_len):
+    """A metadata row of whole sequences ``first`` .. ``last`` (empty when first > last)."""
+    tl.store(row + 0, first)
+    tl.store(row + 1, 0)
+    tl.store(row + 2, last)
+    tl.store(row + 3, last_len)
+    tl.store(row + 4, 0)
+
+
+def schedule_host(seqlens: list[int], num_sm_parts: int, fixed: int = FIXED_OVERHEAD,
+                  whole: bool | None = None) -> tuple[list[list[int]], list[int]]:
+    """The same schedule in plain Python, with per-split overhead ``fixed`` (``whole``: the whole-sequence layout
+    where it applies, default ``WHOLE_SEQUENCES``): ``(metadata rows, num_splits)``. Used on CPU and as a test
+    oracle."""
     batch = len(seqlens)
     num_blocks = [-(-s // BLOCK_N) for s in seqlens]
     total = sum(n + fixed for n in num_blocks)
     payload = -(-total // num_sm_parts) + fixed
     meta, num_splits = [], [0] * (batch + 1)
     now_idx = now_block = now_split = cum = 0
+    busiest = 0
     for _ in range(num_sm_parts):
         row = [now_idx, now_block * BLOCK_N, 0, 0, now_split, 0, 0, 0]
         remain = payload
+        blocks = 0
         while now_idx < batch:
             left = num_blocks[now_idx] - now_block
             if remain >= left + fixed:
                 cum += now_split + 1
                 num_splits[now_idx + 1] = cum
                 remain -= left + fixed
+                blocks += left
                 now_idx, now_block, now_split = now_idx + 1, 0, 0
             else:
                 if remain - fixed > 0:
                     now_block += remain - fixed
+                    blocks += remain - fixed
                     now_split += 1
                 break
+        busiest = max(busiest, blocks)
         if now_block > 0:
             row[2], row[3] = now_idx, now_block * BLOCK_N
         else:
             row[2], row[3] = now_idx - 1, (seqlens[now_idx - 1] if now_idx > 0 else 0)
         meta.append(row)
+    if (WHOLE_SEQUENCES if whole is None else whole) and cum > batch:
+        layout = _whole_layout(num_blocks, num_sm_parts, busiest + fixed)
+        if layout is not None:
+            meta = [[first, 0, last, seqlens[last], 0, 0, 0, 0] for first, last in layout]
+            meta += [[batch, 0, batch - 1, seqlens[-1], 0, 0, 0, 0]] * (num_sm_parts - len(layout))
+            num_splits = list(range(batch + 1))
     return meta, num_splits
+
+
+def _whole_layout(num_blocks: list[int], num_sm_parts: int, limit: int) -> list[tuple[int, int]] | None:
+    """Whole sequences in order, a new part whenever the next would take the current one past ``limit`` blocks:
+    ``[(first, last)]`` per part, or None if that needs more than ``num_sm_parts`` parts (or a sequence alone
+    exceeds ``limit``)."""
+    parts, first, cur = [], 0, 0
+    for i, n in enumerate(num_blocks):
+        if n > limit:
+            return None
+        if cur + n > limit:
+            parts.append((first, i - 1))
+            first, cur = i, 0
+        cur += n
+    parts.append((first, len(num_blocks) - 1))
+    return parts if len(parts) <= num_sm_parts else None
 
 
 def get_mla_metadata(
@@ -229,7 +316,8 @@ def _mla_metadata_impl(cache_seqlens: torch.Tensor, num_sm_parts: int,
     num_splits = torch.empty(batch + 1, dtype=torch.int32, device=device)
     with device_guard(device):
         _mla_metadata_kernel[(1,)](cache_seqlens.contiguous(), meta, num_splits, batch, num_sm_parts,
-                                   BLOCK_N=BLOCK_N, FIXED=fixed, BLOCK_B=256, num_warps=1)
+                                   BLOCK_N=BLOCK_N, FIXED=fixed, BLOCK_B=256, WHOLE=bool(WHOLE_SEQUENCES),
+                                   num_warps=1)
     return meta, num_splits
 
 

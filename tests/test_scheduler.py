@@ -104,6 +104,14 @@ def check_schedule(meta, num_splits, seqlens, parts, fixed=FIXED_OVERHEAD):
     # Workspace: split slots fit in the [b + num_sm_parts] rows the interface allocates.
     assert num_splits[b] <= b + parts - 1
 
+    greedy = schedule_host(seqlens, parts, fixed, whole=False)
+    if (meta, num_splits) != greedy:
+        # the whole-sequence layout (WHOLE_SEQUENCES): only where the greedy split a sequence; then nothing is split
+        # and the busiest part has at most F blocks more than the greedy's
+        assert sched.WHOLE_SEQUENCES and greedy[1][b] > b, "whole-sequence layout where the greedy split nothing"
+        assert num_splits == list(range(b + 1)) and all(row[1] == 0 and row[4] == 0 for row in meta)
+        assert _busiest(meta, seqlens)[0] <= _busiest(greedy[0], seqlens)[0] + fixed
+        return
     # Load balance: the greedy never lets a part's cost exceed the payload (a cut piece takes exactly what is
     # left of the payload, a whole sequence is taken only if it fits).
     cost = [0] * parts
@@ -120,6 +128,35 @@ def test_schedule_host_properties(seqlens, parts, fixed):
     check_schedule(meta, num_splits, seqlens, parts, fixed)
 
 
+@pytest.mark.parametrize("seqlens,parts,whole", [
+    ([8192] * 128, 66, True),     # FlashMLA's s_k = 8192 two-tile shapes: the greedy splits 62 sequences
+    ([4096] * 128, 33, True),     # s_k = 4096, four tiles: 29
+    ([8192] * 128, 33, False),    # four tiles at s_k = 8192: 4 whole sequences (512 blocks) > 501 + 5
+    ([4096] * 128, 66, False),    # the greedy already splits nothing
+    ([8192] * 100 + [9000], 66, False),   # one longer sequence: whole sequences need 67 parts
+    ([300] * 3, 8, True),         # small: 5 blocks each on 8 parts; the greedy cuts each in two
+])
+def test_whole_sequences(seqlens, parts, whole):
+    """WHOLE_SEQUENCES: where the greedy splits a sequence but whole sequences fit the parts within F more blocks on
+    the busiest part, no sequence is split (measured 2-3 % faster on the two s_k = 8192 two-tile shapes and the s_k =
+    4096 four-tile shape, docs/perf-notes.md "Session 18"); elsewhere the layout is the greedy's."""
+    meta, ns = schedule_host(seqlens, parts, 5)
+    greedy = schedule_host(seqlens, parts, 5, whole=False)
+    check_schedule(meta, ns, seqlens, parts, 5)
+    if whole:
+        assert greedy[1][-1] > len(seqlens) and ns == list(range(len(seqlens) + 1))
+        assert _busiest(meta, seqlens)[0] <= _busiest(greedy[0], seqlens)[0] + 5
+    else:
+        assert (meta, ns) == greedy
+
+
+def test_whole_sequences_off(monkeypatch):
+    """WHOLE_SEQUENCES = False: FlashMLA's greedy alone (its split of the equal-length two-tile shape)."""
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", False)
+    meta, ns = schedule_host([8192] * 128, 66, 5)
+    assert ns[-1] == 190 and (meta, ns) == schedule_host([8192] * 128, 66, 5, whole=False)
+
+
 def _busiest(meta, seqlens):
     """Pages of the busiest part and the number of empty parts."""
     pages = [0] * len(meta)
@@ -132,12 +169,14 @@ def test_fixed_overhead_by_row_tiles(monkeypatch):
     """get_mla_metadata uses FIXED_OVERHEAD for one 64-row tile per KV head and FIXED_OVERHEAD_TILES for more (both
     FlashMLA's 5 by default). The greedy's F matters: on FlashMLA's s_k = 4096 two-tile shape (128 sequences of 64
     pages, 66 parts) F = 5 gives 64 parts of two whole sequences (128 pages) and 2 empty ones, F = 2 spreads the
-    pages (busiest part < 128) but splits every sequence (measured slower, docs/perf-notes.md "Session 15")."""
+    pages (busiest part < 128) but splits every sequence (measured slower, docs/perf-notes.md "Session 15"); with
+    WHOLE_SEQUENCES the whole-sequence layout then wins again (128 <= busiest + 2)."""
     assert FIXED_OVERHEAD == FIXED_OVERHEAD_TILES == 5
     seqlens = [4096] * 128
     assert _busiest(schedule_host(seqlens, 66, 5)[0], seqlens) == (128, 2)
-    busiest, empty = _busiest(schedule_host(seqlens, 66, 2)[0], seqlens)
+    busiest, empty = _busiest(schedule_host(seqlens, 66, 2, whole=False)[0], seqlens)   # the greedy alone
     assert busiest < 128 and empty == 0
+    assert _busiest(schedule_host(seqlens, 66, 2)[0], seqlens) == (128, 2)   # whole sequences: within F = 2
     monkeypatch.setattr(sched, "FIXED_OVERHEAD_TILES", 2)
     assert fixed_overhead(1) == fixed_overhead(64) == 5 and fixed_overhead(65) == fixed_overhead(256) == 2
     sl = torch.tensor(seqlens, dtype=torch.int32)
@@ -161,6 +200,18 @@ def test_triton_metadata_kernel_equals_host(monkeypatch):
         assert meta.dtype == torch.int32 and ns.dtype == torch.int32
         assert meta.shape == (parts, 8) and ns.shape == (len(seqlens) + 1,)
         assert _as_lists(meta, ns) == schedule_host(seqlens, parts, fixed_overhead(rows)), (seqlens, parts, rows)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("whole", [True, False])
+def test_triton_metadata_kernel_whole_sequences(whole, monkeypatch):
+    """The Triton scheduler takes the whole-sequence layout exactly where schedule_host does (and not with
+    WHOLE_SEQUENCES off)."""
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", whole)
+    for seqlens, parts in (([8192] * 128, 66), ([4096] * 128, 33), ([8192] * 128, 33), ([300] * 3, 8), ([200], 8),
+                           ([0, 65, 0], 8), ([8192] * 100 + [9000], 66)):
+        meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 128, 1, num_sm_parts=parts)
+        assert _as_lists(meta, ns) == schedule_host(seqlens, parts, 5, whole=whole), (seqlens[:3], parts)
 
 
 @needs_interpreter
