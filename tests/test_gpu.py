@@ -131,7 +131,6 @@ _VARIANTS = {
     "-qtma": {"Q_TMA": 1},                 # the Q tile by TMA (the default)
     "-qtma2": {"Q_TMA": 2},                # and the next chunk's Q issued at the end of a chunk's pages
     "-pdl": {"PDL": 1},                    # programmatic dependent launch (opt-in; the default is a plain launch)
-    "-early": {"EARLY_NEXT": 1, "OWN": 0},   # the load cursor advanced under the P.V wgmmas (ws2, opt-in)
 }
 
 
@@ -156,7 +155,7 @@ def _set_variant(kernel, monkeypatch):
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "ws-mbar", "ws2-mbar", "ws2-own", "ws2-mc",
                                     "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws-pdl",
-                                    "ws2-pdl", "ws2-early"])
+                                    "ws2-pdl"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:

@@ -56,7 +56,6 @@ WS_KERNELS = {
     "ws2-qtma2-own": (128, WS2_SPILL_BUDGET, False),
     "ws-pdl": (168, WS_SPILL_BUDGET, False),       # PDL = 1: programmatic dependent launch (opt-in)
     "ws2-pdl": (128, WS2_SPILL_BUDGET, False),
-    "ws2-early": (128, WS2_SPILL_BUDGET, False),  # EARLY_NEXT = 1: the load cursor advanced under the P.V wgmmas
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),

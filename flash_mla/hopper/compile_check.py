@@ -96,7 +96,7 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
-              "PDL": int(W2.PDL), "EARLY_NEXT": int(W2.EARLY_NEXT), **overrides}
+              "PDL": int(W2.PDL), **overrides}
     if consts["MC"]:   # as the launcher: no Q by TMA and no PDL in 2-CTA clusters
         if "Q_TMA" not in overrides:
             consts["Q_TMA"] = 0
@@ -168,7 +168,6 @@ _VARIANT_FLAGS = {
     "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
     "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qload": {"Q_TMA": 0}, "qload-own": {"Q_TMA": 0, "OWN": 1, "CW": 4},
     "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4}, "pdl": {"PDL": 1},
-    "early": {"EARLY_NEXT": 1, "OWN": 0},
 }
 
 

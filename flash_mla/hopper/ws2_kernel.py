@@ -62,9 +62,6 @@ Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgr
                        # the chunk's epilogue, on its own mbarrier q_land; 0: plain loads)
 PDL = 0                # as ws_kernel.PDL (programmatic dependent launch, opt-in; not with MC: the launcher turns it
                        # off)
-EARLY_NEXT = 0         # 1 (experiment): P.V warpgroup 0 advances its load cursor (block-table entry, a global load
-                       # ptxas consumes at once into a uniform register) while its P.V wgmmas run, not after the
-                       # refill (ws_kernel._ws_pv); not with OWN or MC (the launcher turns it off)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -290,7 +287,7 @@ def mla_decode_ws2_kernel(
     NAMED: gl.constexpr, OWN: gl.constexpr, num_warps: gl.constexpr,
     MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
-    Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0, EARLY_NEXT: gl.constexpr = 0,
+    Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
@@ -338,12 +335,12 @@ def mla_decode_ws2_kernel(
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, EARLY_NEXT)),
+                  VD_PARAM)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, EARLY_NEXT)),
+                  VD_PARAM)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,

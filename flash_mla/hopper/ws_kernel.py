@@ -392,7 +392,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0,
            MC: gl.constexpr = 0, cl_free=None, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
            RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0,
-           VD_PARAM: gl.constexpr = 0, EARLY_NEXT: gl.constexpr = 0):
+           VD_PARAM: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -403,9 +403,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     itself, each as soon as its accumulator's wgmma is done (pieces 1 + 2 WG, then 2 + 2 WG); warpgroup 0 the rope
     piece (which holds P) after both. MC (ws2, opt-in): 2-CTA cluster, each page multicast into both CTAs, half
     by each (``_issue_mc``); a stage is refilled once both CTAs have read it (``cl_free``: a local and a remote
-    arrive per page). EARLY_NEXT (warpgroup 0, not with OWN / MC): the load cursor advances (the block-table entry
-    of the page after the next refill) while the page's P.V wgmmas run, instead of after the refill: ptxas moves the
-    entry into a uniform register right after its global load, so the load's latency sat on the refill path."""
+    arrive per page)."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -431,7 +429,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     lpage = 0
     gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
     gl.static_assert((MC == 0) | ((CW > 0) & (OWN == 0) & (NAMED != 0)), "MC: with CHUNK_WAIT > 0, NAMED, not OWN")
-    gl.static_assert((EARLY_NEXT == 0) | ((OWN == 0) & (MC == 0)), "EARLY_NEXT: not with OWN or MC")
     EB: gl.constexpr = dtype.primitive_bitwidth // 8
     lead = 0
     rank = 0
@@ -513,16 +510,10 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
                     _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2 + 2 * WG,
                                  PAGE, CHUNK)
+                elif SPLIT:
+                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
                 else:
-                    if EARLY_NEXT:   # the cursor's next entry under the wgmmas (used at the refill after next)
-                        if WG == 0:
-                            nbi, nn, nn_end, npage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr,
-                                                                part, begin_idx, begin_seqlen, end_seqlen, bt_ptr,
-                                                                stride_bt, PAGE)
-                    if SPLIT:
-                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                    else:
-                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 if NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
                     _named_bar(FREE_BAR + stage, 256, WG == 1)
@@ -547,10 +538,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     else:
                         _issue_ring_page(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, CW,
                                          NCHUNK, PAGE, CHUNK)
-                if EARLY_NEXT & (OWN == 0):
-                    if WG == 0:
-                        lbi, ln, ln_end, lpage = nbi, nn, nn_end, npage
-                elif (WG == 0) | OWN:
+                if (WG == 0) | OWN:
                     lbi, ln, ln_end, lpage = _next_page(lbi, ln, ln_end, end_idx, seqlens_ptr, meta_ptr, part,
                                                         begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
                 _stamp(trace_ptr, it, 7 + 4 * WG, TRACE)
