@@ -3,7 +3,8 @@
     python3 benchmarks/sched_ab.py [--fixed 5,2] [--reps 3] [--one] [s_k,h_q,s_q,varlen ...]
                                    (an F value with a "g" suffix, e.g. 5g: the greedy alone, WHOLE_SEQUENCES off)
                                    (default: the 12 configs of FlashMLA's matrix with s_q * h_q >= 128;
-                                    --one: F for one row tile, scheduler.FIXED_OVERHEAD, on the 10 varlen configs
+                                    --one: F for one row tile, scheduler.FIXED_OVERHEAD (and FIXED_OVERHEAD_SMALL),
+                                    on the 10 varlen configs
                                     with s_q * h_q <= 64)
 
 For each config the protocol's inputs are built once; the metadata is computed once per F value
@@ -39,7 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--fixed", default="5,2")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--one", action="store_true", help="toggle F for one row tile (FIXED_OVERHEAD) instead")
+    ap.add_argument("--one", action="store_true", help="toggle F for one row tile instead (FIXED_OVERHEAD and, for "
+                    "at most 32 rows, FIXED_OVERHEAD_SMALL, set to the same values)")
     args = ap.parse_args(argv)
     name = "FIXED_OVERHEAD" if args.one else "FIXED_OVERHEAD_TILES"
     fixed = args.fixed.split(",")   # "5": F = 5 (whole sequences where they apply); "5g": the greedy alone
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     else:
         cfgs = [c for c in matrix() if c.s_q * c.h_q >= 128]
     dev = torch.device("cuda")
-    default, whole_default = getattr(S, name), S.WHOLE_SEQUENCES
+    default, whole_default, small_default = getattr(S, name), S.WHOLE_SEQUENCES, S.FIXED_OVERHEAD_SMALL
     ratios = {f: [] for f in fixed[1:]}
     with torch.inference_mode():
         for cfg in cfgs:
@@ -59,12 +61,14 @@ def main(argv=None) -> int:
             calls, model = {}, {}
             for f in fixed:
                 setattr(S, name, int(f.rstrip("g")))
+                if args.one:
+                    S.FIXED_OVERHEAD_SMALL = int(f.rstrip("g"))
                 S.WHOLE_SEQUENCES = not f.endswith("g")
                 meta, splits = get_mla_metadata(sl, cfg.s_q * cfg.h_q // H_KV, H_KV)
                 model[f] = busiest_pages(meta.cpu(), inp["seqlens"]) + (int(splits[-1]),)
                 calls[f] = (lambda m=meta, n=splits: flash_mla_with_kvcache(q, kc, bt, sl, DV, m, n, causal=cfg.causal))
             setattr(S, name, default)
-            S.WHOLE_SEQUENCES = whole_default
+            S.WHOLE_SEQUENCES, S.FIXED_OVERHEAD_SMALL = whole_default, small_default
             ref = calls[fixed[0]]()
             for f in fixed[1:]:
                 o = calls[f]()

@@ -10,8 +10,11 @@ a part takes whole sequences while they fit, then (if more than ``F`` is left) t
 sequence, whose remainder starts the next part. A sequence cut this way is *split*; its pieces are merged by the
 combine kernel using their log-sum-exp.
 
-``F`` (``fixed_overhead``): ``FIXED_OVERHEAD`` when the query rows of a KV head fit one 64-row tile and
-``FIXED_OVERHEAD_TILES`` for more; both are FlashMLA's 5. With more than one tile each CTA runs at its own SM's
+``F`` (``fixed_overhead``): ``FIXED_OVERHEAD_SMALL`` (2) for at most 32 query rows per KV head, ``FIXED_OVERHEAD``
+(FlashMLA's 5) up to one 64-row tile and ``FIXED_OVERHEAD_TILES`` (5) for more. What a split costs grows with the rows:
+its partial results (rows x 512 fp32, written, then read by the combine) and its Q tile. With 16-32 rows that is about
+one page of traffic, and F = 2 was 0.8-1.9 % faster than 5 on the six varlen 16- and 32-row shapes of FlashMLA's matrix
+(H100, memory-bound; 64 rows: F = 2-3 up to 0.5 % slower, 4 up to 0.3 % faster; docs/perf-notes.md "Session 18"). With more than one tile each CTA runs at its own SM's
 rate and the busiest part sets the call's time, and with 5 it can be 1-4 % above the mean (e.g. s_k = 4096, two
 tiles: 64 parts of two whole sequences, 2 empty). F = 2 there shortens the busiest part in a pages-only cost model,
 but measured on H100 it was 1.5 % slower (geo-mean over the 12 compute-bound configs; up to 6 % where it split every
@@ -64,6 +67,8 @@ MAX_GRID_YZ = 65535    # CUDA's limit on a grid's y and z dimensions (the kernel
 
 BLOCK_N = 64          # keys per scheduling block
 FIXED_OVERHEAD = 5    # per-split overhead, in blocks (FlashMLA's kFixedOverheadNumBlocks): one 64-row tile
+FIXED_OVERHEAD_SMALL = 2   # the same with at most SMALL_ROWS query rows per KV head (a split's partial results are
+SMALL_ROWS = 32            # rows x 512 fp32: with 16-32 rows ~1 page of traffic, not 5; measured, docs/perf-notes.md)
 FIXED_OVERHEAD_TILES = 5   # the same with more than one 64-row tile of query rows per KV head (2: measured slower)
 WHOLE_SEQUENCES = True   # when the greedy splits a sequence but whole sequences alone fit the parts with the busiest
                          # part at most F blocks above the greedy's, lay out whole sequences (no split, no combine)
@@ -73,6 +78,8 @@ CPU_SM_COUNT = 8      # parts used on CPU tensors (no SMs to fill; small keeps t
 
 def fixed_overhead(num_heads_per_head_k: int) -> int:
     """The per-split overhead ``F`` (in blocks) for ``num_heads_per_head_k`` query rows per KV head."""
+    if num_heads_per_head_k <= SMALL_ROWS:
+        return FIXED_OVERHEAD_SMALL
     return FIXED_OVERHEAD if num_heads_per_head_k <= BLOCK_M else FIXED_OVERHEAD_TILES
 
 

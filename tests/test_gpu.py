@@ -169,6 +169,9 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
     import flash_mla.hopper.launcher as hl
+    import flash_mla.scheduler as sched
+    # FlashMLA's greedy layouts (the whole-sequence one would split none of the small cases; test_matrix runs it)
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", False)
     meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
     _set_variant(kernel, monkeypatch)
@@ -199,6 +202,8 @@ def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
     monkeypatch.setattr(W2, "MC", 1)
     monkeypatch.setattr(W2, "CHUNK_WAIT", cw)
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2)
+    import flash_mla.scheduler as sched
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", False)   # FlashMLA's greedy layouts (as test_hopper_forced_kernel)
     meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")

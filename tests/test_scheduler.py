@@ -166,21 +166,22 @@ def _busiest(meta, seqlens):
 
 
 def test_fixed_overhead_by_row_tiles(monkeypatch):
-    """get_mla_metadata uses FIXED_OVERHEAD for one 64-row tile per KV head and FIXED_OVERHEAD_TILES for more (both
-    FlashMLA's 5 by default). The greedy's F matters: on FlashMLA's s_k = 4096 two-tile shape (128 sequences of 64
+    """get_mla_metadata uses FIXED_OVERHEAD_SMALL (2) for at most 32 query rows per KV head, FIXED_OVERHEAD up to one
+    64-row tile and FIXED_OVERHEAD_TILES for more (both FlashMLA's 5 by default). The greedy's F matters: on FlashMLA's s_k = 4096 two-tile shape (128 sequences of 64
     pages, 66 parts) F = 5 gives 64 parts of two whole sequences (128 pages) and 2 empty ones, F = 2 spreads the
     pages (busiest part < 128) but splits every sequence (measured slower, docs/perf-notes.md "Session 15"); with
     WHOLE_SEQUENCES the whole-sequence layout then wins again (128 <= busiest + 2)."""
-    assert FIXED_OVERHEAD == FIXED_OVERHEAD_TILES == 5
+    assert FIXED_OVERHEAD == FIXED_OVERHEAD_TILES == 5 and sched.FIXED_OVERHEAD_SMALL == 2
     seqlens = [4096] * 128
     assert _busiest(schedule_host(seqlens, 66, 5)[0], seqlens) == (128, 2)
     busiest, empty = _busiest(schedule_host(seqlens, 66, 2, whole=False)[0], seqlens)   # the greedy alone
     assert busiest < 128 and empty == 0
     assert _busiest(schedule_host(seqlens, 66, 2)[0], seqlens) == (128, 2)   # whole sequences: within F = 2
-    monkeypatch.setattr(sched, "FIXED_OVERHEAD_TILES", 2)
-    assert fixed_overhead(1) == fixed_overhead(64) == 5 and fixed_overhead(65) == fixed_overhead(256) == 2
+    monkeypatch.setattr(sched, "FIXED_OVERHEAD_TILES", 3)
+    assert fixed_overhead(1) == fixed_overhead(32) == 2 and fixed_overhead(33) == fixed_overhead(64) == 5
+    assert fixed_overhead(65) == fixed_overhead(256) == 3
     sl = torch.tensor(seqlens, dtype=torch.int32)
-    for rows, fixed in ((64, 5), (128, 2)):
+    for rows, fixed in ((16, 2), (64, 5), (128, 3)):
         meta, ns = get_mla_metadata(sl, rows, 1, num_sm_parts=66)
         assert _as_lists(meta, ns) == schedule_host(seqlens, 66, fixed)
 
@@ -191,11 +192,11 @@ def _as_lists(meta, ns):
 
 @needs_interpreter
 def test_triton_metadata_kernel_equals_host(monkeypatch):
-    """The single-program Triton scheduler (interpreter) is bit-identical to schedule_host, with one row tile
-    (F = 5) and with more (FIXED_OVERHEAD_TILES set to 2 here, so that another F is exercised too)."""
-    monkeypatch.setattr(sched, "FIXED_OVERHEAD_TILES", 2)
+    """The single-program Triton scheduler (interpreter) is bit-identical to schedule_host, with at most 32 rows
+    (F = 2), one row tile (F = 5) and more (FIXED_OVERHEAD_TILES set to 3 here, so that a third F is exercised)."""
+    monkeypatch.setattr(sched, "FIXED_OVERHEAD_TILES", 3)
     for k, (seqlens, parts) in enumerate(CASES[::2]):
-        rows = 16 if k % 2 else 128
+        rows = (16, 64, 128)[k % 3]
         meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), rows, 1, num_sm_parts=parts)
         assert meta.dtype == torch.int32 and ns.dtype == torch.int32
         assert meta.shape == (parts, 8) and ns.shape == (len(seqlens) + 1,)
@@ -220,14 +221,14 @@ def test_triton_metadata_kernel_batch_over_block():
     rng = random.Random(5)
     seqlens = [rng.randint(0, 3000) for _ in range(300)]
     meta, ns = get_mla_metadata(torch.tensor(seqlens, dtype=torch.int32), 16, 1, num_sm_parts=11)
-    assert _as_lists(meta, ns) == schedule_host(seqlens, 11)
+    assert _as_lists(meta, ns) == schedule_host(seqlens, 11, fixed_overhead(16))
 
 
 @needs_interpreter
 def test_triton_metadata_noncontiguous_seqlens():
     full = torch.tensor([7, 100, 64, 3, 65, 0, 129, 1], dtype=torch.int32)
     meta, ns = get_mla_metadata(full[::2], 16, 1, num_sm_parts=3)
-    assert _as_lists(meta, ns) == schedule_host(full[::2].tolist(), 3)
+    assert _as_lists(meta, ns) == schedule_host(full[::2].tolist(), 3, fixed_overhead(16))
 
 
 def test_cpu_host_path_without_interpreter(monkeypatch):

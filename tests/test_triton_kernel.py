@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import flash_mla.interface as iface
+import flash_mla.scheduler as sched
 from conftest import DV, SENTINEL_PAGE, assert_matches_reference, make_problem, needs_interpreter
 from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 from flash_mla.reference import mla_decode_reference
@@ -76,10 +77,11 @@ def test_more_splits_than_combine_block():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_split_piece_where_rows_see_no_key(dtype):
-    """seqlens [1, 65], 2 parts: sequence 1 is cut at key 64. With s_q=3 causal, tokens 0 and 1 of
-    sequence 1 see no key in its second piece (partial lse -inf), and sequence 0's tokens 0, 1 see no key at all
-    (out 0, lse +inf)."""
+def test_split_piece_where_rows_see_no_key(dtype, monkeypatch):
+    """seqlens [1, 65], 2 parts: sequence 1 is cut at key 64 (FlashMLA's greedy; the whole-sequence layout would put
+    both sequences in one part). With s_q=3 causal, tokens 0 and 1 of sequence 1 see no key in its second piece
+    (partial lse -inf), and sequence 0's tokens 0, 1 see no key at all (out 0, lse +inf)."""
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", False)
     p = make_problem([1, 65], s_q=3, h_q=16, page_size=64, dtype=dtype, seed=21)
     meta, ns = get_mla_metadata(p.cache_seqlens, 3 * 16, 1, num_sm_parts=2)
     assert ns.tolist() == [0, 1, 3], "schedule changed: this test no longer splits sequence 1 at key 64"
@@ -88,7 +90,8 @@ def test_split_piece_where_rows_see_no_key(dtype):
     assert torch.isposinf(lse[0, :, :2]).all()
 
 
-def test_h_kv_2():
+def test_h_kv_2(monkeypatch):
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", False)   # FlashMLA's greedy splits sequence 2 on 3 parts
     p = make_problem([65, 7, 130], s_q=2, h_q=8, h_kv=2, page_size=16, dtype=torch.bfloat16, seed=4)
     _, _, ns = check(p, causal=True, parts=3)
     assert ns[-1].item() > 3
@@ -144,6 +147,7 @@ def test_poisoned_outputs_and_workspace(monkeypatch, parts, causal):
     write every element of out/lse and read only workspace slots they wrote."""
     fake = _NaNEmptyTorch()
     monkeypatch.setattr(iface, "torch", fake)
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", False)   # parts = 2: FlashMLA's greedy splits sequence 2
     p = make_problem([1, 0, 700, 65], s_q=3, h_q=16, page_size=16, dtype=torch.bfloat16, seed=12)
     out, lse, ns = check(p, causal=causal, parts=parts)
     assert fake.calls >= 4, "the NaN-filling torch.empty was not used by the interface"
@@ -167,10 +171,12 @@ def test_default_softmax_scale_is_576_rsqrt():
     assert torch.equal(out_d, out_e) and torch.equal(lse_d, lse_e)
 
 
-def test_deterministic():
+def test_deterministic(monkeypatch):
+    """Bit-identical results run to run, with split sequences (FlashMLA's greedy on 6 parts: 8 pieces)."""
+    monkeypatch.setattr(sched, "WHOLE_SEQUENCES", False)
     p = make_problem([300, 65, 1, 0, 129], s_q=2, h_q=16, page_size=16, dtype=torch.bfloat16, seed=16)
-    o1, l1, ns = run_triton(*p.args, causal=True, parts=3)
-    o2, l2, _ = run_triton(*p.args, causal=True, parts=3)
+    o1, l1, ns = run_triton(*p.args, causal=True, parts=6)
+    o2, l2, _ = run_triton(*p.args, causal=True, parts=6)
     assert ns[-1].item() > 5
     assert torch.equal(o1, o2) and torch.equal(l1, l2)
 
