@@ -11,16 +11,16 @@ sequence, whose remainder starts the next part. A sequence cut this way is *spli
 combine kernel using their log-sum-exp.
 
 ``F`` (``fixed_overhead``): ``FIXED_OVERHEAD_SMALL`` (2) for at most 32 query rows per KV head, ``FIXED_OVERHEAD``
-(FlashMLA's 5) up to one 64-row tile and ``FIXED_OVERHEAD_TILES`` (5) for more. What a split costs grows with the rows:
-its partial results (rows x 512 fp32, written, then read by the combine) and its Q tile. With 16-32 rows that is about
-one page of traffic, and F = 2 was 0.8-1.9 % faster than 5 on the six varlen 16- and 32-row shapes of FlashMLA's matrix
-(H100, memory-bound; 64 rows: F = 2-3 up to 0.5 % slower, 4 up to 0.3 % faster; docs/perf-notes.md "Session 18"). With more than one tile each CTA runs at its own SM's
-rate and the busiest part sets the call's time, and with 5 it can be 1-4 % above the mean (e.g. s_k = 4096, two
-tiles: 64 parts of two whole sequences, 2 empty). F = 2 there shortens the busiest part in a pages-only cost model,
-but measured on H100 it was 1.5 % slower (geo-mean over the 12 compute-bound configs; up to 6 % where it split every
-sequence), because a split costs more than the model's pages: the partial results and the combine
-(docs/perf-notes.md "Session 15"). The two constants are kept apart so that the choice can be measured again
-(``benchmarks/sched_ab.py``).
+(FlashMLA's 5) up to one 64-row tile and ``FIXED_OVERHEAD_TILES`` (5) for more. What a split costs grows with the
+rows: its partial results (rows x 512 fp32, written, then read by the combine) and its Q tile. With 16-32 rows that is
+about one page of traffic, and F = 2 was 0.7-1.9 % faster than 5 on the six varlen 16- and 32-row shapes of FlashMLA's
+matrix (H100, memory-bound; with 64 rows F = 2-3 was up to 0.5 % slower, 4 up to 0.3 % faster; docs/perf-notes.md
+"Session 18"). With more than one tile each CTA runs at its own SM's rate and the busiest part sets the call's time,
+and with 5 it can be 1-4 % above the mean (e.g. s_k = 4096, two tiles: 64 parts of two whole sequences, 2 empty).
+F = 2 there shortens the busiest part in a pages-only cost model, but measured on H100 it was 1.5 % slower (geo-mean
+over the 12 compute-bound configs; up to 6 % where it split every sequence), because a split costs more than the
+model's pages: the partial results and the combine (docs/perf-notes.md "Session 15"). The three constants are kept
+apart so that each choice can be measured again (``benchmarks/sched_ab.py``).
 
 Whole sequences (``WHOLE_SEQUENCES``, not in FlashMLA): when the greedy above splits at least one sequence, a second
 layout is tried: whole sequences in order, a new part whenever the next one would take the current part past
