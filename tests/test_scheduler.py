@@ -169,8 +169,9 @@ def test_fixed_overhead_by_row_tiles(monkeypatch):
     """get_mla_metadata uses FIXED_OVERHEAD_SMALL (2) for at most 32 query rows per KV head, FIXED_OVERHEAD up to one
     64-row tile and FIXED_OVERHEAD_TILES for more (both FlashMLA's 5 by default). The greedy's F matters: on
     FlashMLA's s_k = 4096 two-tile shape (128 sequences of 64 pages, 66 parts) F = 5 gives 64 parts of two whole
-    sequences (128 pages) and 2 empty ones, F = 2 spreads the pages (busiest part < 128) but splits every sequence (measured slower, docs/perf-notes.md "Session 15"); with
-    WHOLE_SEQUENCES the whole-sequence layout then wins again (128 <= busiest + 2)."""
+    sequences (128 pages) and 2 empty ones; F = 2 spreads the pages (busiest part < 128) but splits every sequence
+    (measured slower, docs/perf-notes.md "Session 15"); with WHOLE_SEQUENCES the whole-sequence layout then wins
+    again (128 <= busiest + 2)."""
     assert FIXED_OVERHEAD == FIXED_OVERHEAD_TILES == 5 and sched.FIXED_OVERHEAD_SMALL == 2
     seqlens = [4096] * 128
     assert _busiest(schedule_host(seqlens, 66, 5)[0], seqlens) == (128, 2)
