@@ -112,13 +112,15 @@ def _mla_metadata_kernel(
     SEQLENS, META, NSPLITS, batch, num_parts,
     BLOCK_N: tl.constexpr, FIXED: tl.constexpr, BLOCK_B: tl.constexpr, WHOLE: tl.constexpr,
 ):
-    # Total cost of the step, in blocks.
+    # Total cost of the step, in blocks (and the longest sequence's blocks).
     total = 0
+    longest = 0
     for start in range(0, batch, BLOCK_B):
         offs = start + tl.arange(0, BLOCK_B)
         ok = offs < batch
         seqlen = tl.load(SEQLENS + offs, mask=ok, other=0)
         total += tl.sum(tl.where(ok, (seqlen + BLOCK_N - 1) // BLOCK_N + FIXED, 0))
+        longest = tl.maximum(longest, tl.max((seqlen + BLOCK_N - 1) // BLOCK_N))
     payload = (total + num_parts - 1) // num_parts + FIXED
 
     tl.store(NSPLITS, 0)
@@ -168,19 +170,19 @@ def _mla_metadata_kernel(
             tl.store(row + 3, tl.load(SEQLENS + tl.maximum(now_idx - 1, 0), mask=now_idx > 0, other=0))
 
     if WHOLE:
-        if cum_splits > batch:   # some sequence was split: do whole sequences fit within F more blocks?
-            limit = busiest + FIXED
+        # some sequence was split: do whole sequences fit within F more blocks? (A sequence longer than that never
+        # does: no scan then, the usual case with varied lengths.)
+        limit = busiest + FIXED
+        if (cum_splits > batch) & (longest <= limit):
             used = 1
             cur = 0
-            fits = True
             for i in range(batch):
                 n = (tl.load(SEQLENS + i) + BLOCK_N - 1) // BLOCK_N
-                fits = fits & (n <= limit)
                 if cur + n > limit:
                     used += 1
                     cur = 0
                 cur += n
-            if fits & (used <= num_parts):
+            if used <= num_parts:
                 # rewrite: parts of whole sequences [first, i - 1], then empty parts
                 part = 0
                 cur = 0
