@@ -164,6 +164,19 @@ def tensormap_params(ptx: str, kernel_name: str = KERNEL_NAME) -> list[int]:
     return [int(i) for i in re.findall(rf"\.param \.align 64 \.b8 {kernel_name}_param_(\d+)\[128\]", ptx)]
 
 
+def compile_twice(build, consts: dict, constants, what: str):
+    """The two-pass build of a kernel with inline PTX on shared-memory addresses (ws2's MC, the paired kernel's RAW):
+    ``build(consts)`` with the constants zeroed, read them from that build (``constants(compiled) -> dict``), build
+    again with them and check that the layout did not move (else ``RuntimeError``). Used by the launcher (Triton's
+    warmup) and by ``compile_check`` (``triton.compile`` for sm_90a)."""
+    first = build(consts)
+    found = constants(first)
+    kernel = build({**consts, **found})
+    if constants(kernel) != found:
+        raise RuntimeError(f"{what}: the shared-memory layout moved between the two compiles")
+    return kernel
+
+
 MC_ZERO = dict(KV_OFF=0, KR_OFF=0, RR_OFF=0, CF_OFF=0, KD_PARAM=0, VD_PARAM=0)
 
 

@@ -66,14 +66,10 @@ def _compile(kernel, dtype_str: str, consts: dict, options: dict, v_box: int = K
 
 
 def _compile_twice(kernel, dtype_str: str, consts: dict, options: dict, v_box: int, constants):
-    """``_compile`` of a kernel with inline PTX on shared-memory addresses, as the launcher builds it
-    (``launcher._compile_twice``): once with the constants zeroed (in ``consts``), again with ``constants(build)``;
-    the layout must not move between the two."""
-    first = _compile(kernel, dtype_str, consts, options, v_box=v_box)
-    found = constants(first)
-    k = _compile(kernel, dtype_str, {**consts, **found}, options, v_box=v_box)
-    assert constants(k) == found, "the shared-memory allocation moved between the two compiles"
-    return k
+    """``_compile`` of a kernel with inline PTX on shared-memory addresses, as the launcher builds it:
+    ``cluster.compile_twice`` (the constants zeroed in ``consts``)."""
+    return CL.compile_twice(lambda c: _compile(kernel, dtype_str, c, options, v_box=v_box), consts, constants,
+                            kernel.__name__)
 
 
 def compile_sm90(dtype_str: str = "bf16", causal: bool = True, p_smem: bool = True, overlap: bool = True,

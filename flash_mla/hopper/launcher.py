@@ -235,15 +235,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
 
 
 def _compile_twice(launch, grid, args, kwargs, constants, what: str):
-    """Kernels with inline PTX on shared-memory addresses (ws2's MC, the paired kernel's RAW): compile with the
-    constants zeroed (``kwargs``), read them from that build (``constants(compiled) -> dict``), compile again with them
-    and check that the layout did not move."""
-    first = launch.fn.warmup(*args, grid=grid, **kwargs)
-    found = constants(first)
-    kernel = launch.fn.warmup(*args, grid=grid, **{**kwargs, **found})
-    if constants(kernel) != found:
-        raise RuntimeError(f"{what}: the shared-memory layout moved between the two compiles")
-    return kernel
+    """``cluster.compile_twice`` through Triton's warmup of ``launch`` (the constants zeroed in ``kwargs``)."""
+    return CL.compile_twice(lambda kw: launch.fn.warmup(*args, grid=grid, **kw), kwargs, constants, what)
 
 
 def _install_pair_raw(launch, key, grid, args, kwargs) -> None:
