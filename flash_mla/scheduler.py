@@ -206,7 +206,8 @@ def _mla_metadata_kernel(
 
 @triton.jit
 def _whole_row(row, first, last, last_len):
-    """A metadata row of whole sequences ``first`` .. ``last`` (empty when first > last)."""
+    """A metadata row of whole sequences ``first`` .. ``last`` (empty when first > last); columns 5-7 keep the zeros
+    the greedy pass wrote."""
     tl.store(row + 0, first)
     tl.store(row + 1, 0)
     tl.store(row + 2, last)

@@ -157,6 +157,15 @@ def test_whole_sequences_off(monkeypatch):
     assert ns[-1] == 190 and (meta, ns) == schedule_host([8192] * 128, 66, 5, whole=False)
 
 
+def test_splits_do_happen():
+    """The property test is not vacuous: with few parts and long sequences, sequences get split (the whole-sequence
+    layout does not apply: a 79-block sequence is far past the greedy's busiest part)."""
+    meta, ns = schedule_host([5000, 3000, 10], 4)
+    assert ns[-1] > 3
+    meta, ns = schedule_host([65] * 10, 1)
+    assert ns == list(range(11))
+
+
 def _busiest(meta, seqlens):
     """Pages of the busiest part and the number of empty parts."""
     pages = [0] * len(meta)
