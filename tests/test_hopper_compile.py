@@ -60,6 +60,7 @@ WS_KERNELS = {
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
     "pair-flashmla-order": (255, PAIR_SPILL_BUDGET, True),   # P0_FIRST = PV0_FIRST = 0: FlashMLA's own order
+    "pair-exact": (255, PAIR_SPILL_BUDGET, True),            # LAZY = 0: O rescaled on every page (FlashMLA)
 }
 
 

@@ -72,12 +72,16 @@ RAW = 1                # the tile loads (mbarrier expect + TMA, one thread) and 
                        # (two per tile, ~135 cycles per tile issued on H100, v5's trace). Needs the shared-memory
                        # offsets and tensor-map parameter indices of a first compile (``raw_constants``; the launcher
                        # compiles twice)
+LAZY = 8               # the running max moves only when a page's row max exceeds it by more than LAZY (log2 units;
+                       # P <= 2^LAZY, as ws2_kernel.LAZY): sc0 / sc1 are then exactly 1 on almost every page, and each
+                       # warp skips its O rescales (a warp vote and a branch, ``_lazy_scale``); 0: the exact running
+                       # max, O rescaled every page (FlashMLA)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
 RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
 # positions in ``RC``, the kernel's one constexpr tuple of these settings (the partitions pass it down whole)
-RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST = (
-    gl.constexpr(i) for i in range(9))
+RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST, RC_LAZY = (
+    gl.constexpr(i) for i in range(10))
 
 NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -93,6 +97,57 @@ def _bar(bar_id: gl.constexpr, ARRIVE: gl.constexpr):
     """Named barrier over both warpgroups (256 threads): ``bar.arrive`` (producer) or ``bar.sync`` (consumer).
     bar.arrive -> bar.sync orders the producer's earlier shared-memory writes before the consumer's reads."""
     _named_bar(bar_id, 256, ARRIVE)
+
+
+_VOTE_ASM = gl.constexpr("{ .reg .pred p; setp.neu.f32 p, $2, 0f3F800000; setp.neu.or.f32 p, $3, 0f3F800000, p; "
+                         "vote.sync.any.pred p, p, -1; selp.s32 $0, 1, 0, p; selp.s32 $1, 1, 0, p; }")
+LAZY_PACK = gl.constexpr(16)   # accumulator elements per rescale asm block (one vote test and branch each)
+
+
+@gluon.constexpr_function
+def _lazy_mul_asm(k):
+    """PTX: $0..$k-1 (tied to $k..$2k-1, the accumulator elements) *= $2k..$3k-1 (their rows' scales), skipped when
+    $3k (the warp's flag) is 0."""
+    lines = [f"{{ .reg .pred p; setp.eq.s32 p, ${3 * k}, 0; @p bra.uni lazySkip;"]
+    lines += [f"mul.f32 ${i}, ${k + i}, ${2 * k + i};" for i in range(k)]
+    lines.append("lazySkip: }")
+    return "\n\t".join(lines)
+
+
+@gluon.constexpr_function
+def _lazy_mul_constraints(k):
+    return ",".join(["=f"] * k + [str(i) for i in range(k)] + ["f"] * k + ["r"] * k)
+
+
+@gluon.jit
+def _warp_flag(sc):
+    """1 in every element of a warp's rows when any of its 16 rows has ``sc != 1`` (``vote.sync.any``), else 0.
+    ``sc``: a [64] row vector of the S / O accumulator layouts (two rows per thread)."""
+    return gl.inline_asm_elementwise(_VOTE_ASM, "=r,=r,f,f", [sc], dtype=gl.int32, is_pure=True, pack=2)
+
+
+@gluon.jit
+def _lazy_scale(acc, sc, LAZY: gl.constexpr):
+    """``acc * sc[:, None]`` (``sc`` in the row layout of ``acc``). LAZY: each warp skips the multiplies when every
+    scale of its rows is exactly 1 (a branch around them; ptxas keeps the accumulator in place)."""
+    if LAZY:
+        flag = _warp_flag(sc)
+        out = gl.inline_asm_elementwise(_lazy_mul_asm(LAZY_PACK), _lazy_mul_constraints(LAZY_PACK),
+                                        [acc, sc[:, None], flag[:, None]], dtype=gl.float32, is_pure=True,
+                                        pack=LAZY_PACK)
+    else:
+        out = acc * sc[:, None]
+    return out
+
+
+@gluon.jit
+def _new_max(m_old, rmax, LAZY: gl.constexpr):
+    """The running max after a page with row max ``rmax`` (LAZY: it moves only by more than LAZY)."""
+    if LAZY:
+        m_new = gl.where(rmax > m_old + LAZY, rmax, m_old)
+    else:
+        m_new = gl.maximum(m_old, rmax)
+    return m_new
 
 
 @gluon.constexpr_function
@@ -250,7 +305,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     # ---- softmax of page k0 against the running max m; publish m_a and sc0 ----
     sv = _masked(s, k0, lim, lim_lo, PAGE)
     m_old = sm_smem.load(s_row)
-    m_new = gl.maximum(m_old, gl.max(sv, axis=1) * sm_scale_log2)
+    m_new = _new_max(m_old, gl.max(sv, axis=1) * sm_scale_log2, RC[RC_LAZY])
     sc0 = gl.exp2(m_old - m_new)
     sm_smem.store(m_new)
     sc0_smem.store(sc0)
@@ -261,7 +316,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     _stamp(trace_ptr, it, 1, TRACE)
     # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
     _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
-    acc = acc * gl.convert_layout(sc0, o_row)[:, None]
+    acc = _lazy_scale(acc, gl.convert_layout(sc0, o_row), RC[RC_LAZY])
     acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv0.slice(0, HALF, dim=1), acc, is_async=True)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     _stamp(trace_ptr, it, 2, TRACE)
@@ -280,7 +335,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     _stamp(trace_ptr, it, 3, TRACE)
     l_i = l_i * sc1
-    acc = acc * gl.convert_layout(sc1, o_row)[:, None]
+    acc = _lazy_scale(acc, gl.convert_layout(sc1, o_row), RC[RC_LAZY])
     _ss_zero_v(kv1, end - (k0 + 1) * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
     # ---- O0 += P1 V1-left (P1 from warpgroup 1 through shared memory) ----
     _bar(BAR_P1, False)
@@ -336,7 +391,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     _stamp(trace_ptr, it, 9, TRACE)
     m_old = sm_smem.load(s_row)
     sc0 = sc0_smem.load(s_row)
-    m_new = gl.maximum(m_old, rmax)
+    m_new = _new_max(m_old, rmax, RC[RC_LAZY])
     sc1 = gl.exp2(m_old - m_new)
     sm_smem.store(m_new)
     sc1_smem.store(sc1)
@@ -348,7 +403,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     p1_smem.store(pb)
     _stamp(trace_ptr, it, 10, TRACE)
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    acc = acc * gl.convert_layout(scale, o_row)[:, None]
+    acc = _lazy_scale(acc, gl.convert_layout(scale, o_row), RC[RC_LAZY])
     if RC[RC_PV0_FIRST]:
         # ---- PV0_FIRST: O1 = O1 * sc0 * sc1 + (P0 sc1) V0-right + P1 V1-right: stage 0's tiles 4-8, which
         # warpgroup 0's next S waits for, are refilled one P V earlier ----
@@ -542,7 +597,7 @@ def mla_decode_pair_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RAW: gl.constexpr, P0_FIRST: gl.constexpr,
-    HINT: gl.constexpr, PV0_FIRST: gl.constexpr,
+    HINT: gl.constexpr, PV0_FIRST: gl.constexpr, LAZY: gl.constexpr,
     KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
     VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
@@ -567,7 +622,7 @@ def mla_decode_pair_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST)
+    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST, LAZY)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
