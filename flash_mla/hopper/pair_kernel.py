@@ -140,6 +140,40 @@ def _lazy_scale(acc, sc, LAZY: gl.constexpr):
     return out
 
 
+@gluon.constexpr_function
+def _lazy_mul16_asm(k, bf16):
+    """PTX over k 16-bit elements, two per 32-bit register (Triton packs them): $0..$k/2-1 (tied to $k/2..$k-1, P's
+    elements) = round(float(element i) * $k + i), skipped when $2k (the warp's flag) is 0."""
+    t = "bf16" if bf16 else "f16"
+    h = k // 2
+    lines = [f"{{ .reg .pred p; .reg .b16 a, b; .reg .f32 x, y; setp.eq.s32 p, ${k + k}, 0; @p bra.uni lazySkip16;"]
+    for j in range(h):
+        lines.append(f"mov.b32 {{a, b}}, ${h + j}; cvt.f32.{t} x, a; mul.f32 x, x, ${k + 2 * j}; "
+                     f"cvt.f32.{t} y, b; mul.f32 y, y, ${k + 2 * j + 1}; cvt.rn.{t}x2.f32 ${j}, y, x;")
+    lines.append("lazySkip16: }")
+    return "\n\t".join(lines)
+
+
+@gluon.constexpr_function
+def _lazy_mul16_constraints(k):
+    h = k // 2
+    return ",".join(["=r"] * h + [str(i) for i in range(h)] + ["f"] * k + ["r"] * k)
+
+
+@gluon.jit
+def _lazy_scale_p(pb, sc, LAZY: gl.constexpr):
+    """``(pb * sc[:, None])`` rounded to pb's 16-bit dtype (``sc`` in the row layout of ``pb``); LAZY: skipped by each
+    warp whose rows all have ``sc == 1`` (``pb`` unchanged: exact, as the product would be)."""
+    if LAZY:
+        flag = _warp_flag(sc)
+        out = gl.inline_asm_elementwise(_lazy_mul16_asm(LAZY_PACK, pb.dtype == gl.bfloat16),
+                                        _lazy_mul16_constraints(LAZY_PACK), [pb, sc[:, None], flag[:, None]],
+                                        dtype=pb.dtype, is_pure=True, pack=LAZY_PACK)
+    else:
+        out = (pb.to(gl.float32) * sc[:, None]).to(pb.dtype)
+    return out
+
+
 @gluon.jit
 def _new_max(m_old, rmax, LAZY: gl.constexpr):
     """The running max after a page with row max ``rmax`` (LAZY: it moves only by more than LAZY)."""
@@ -327,7 +361,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
     sc1 = sc1_smem.load(s_row)
-    p0_smem.store((pb.to(gl.float32) * sc1[:, None]).to(dtype))
+    p0_smem.store(_lazy_scale_p(pb, sc1, RC[RC_LAZY]))
     fence_async_shared()
     _bar(BAR_P0, True)
     if not LAST:
