@@ -142,8 +142,9 @@ def _lazy_scale(acc, sc, LAZY: gl.constexpr):
 
 @gluon.constexpr_function
 def _lazy_mul16_asm(k, bf16):
-    """PTX over k 16-bit elements, two per 32-bit register (Triton packs them): $0..$k/2-1 (tied to $k/2..$k-1, P's
-    elements) = round(float(element i) * $k + i), skipped when $2k (the warp's flag) is 0."""
+    """PTX over k 16-bit elements of P, two per 32-bit register (Triton packs them, element 2j in the low half of
+    register j): outputs $0..$k/2-1 (tied to inputs $k/2..$k-1) get element i rounded from float(element i) times its
+    row's scale (input k + i), skipped when input 2k (the warp's flag) is 0."""
     t = "bf16" if bf16 else "f16"
     h = k // 2
     lines = [f"{{ .reg .pred p; .reg .b16 a, b; .reg .f32 x, y; setp.eq.s32 p, ${k + k}, 0; @p bra.uni lazySkip16;"]
