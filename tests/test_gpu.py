@@ -131,6 +131,7 @@ _VARIANTS = {
     "-qtma": {"Q_TMA": 1},                 # the Q tile by TMA (the default)
     "-qtma2": {"Q_TMA": 2},                # and the next chunk's Q issued at the end of a chunk's pages
     "-exact": {"LAZY": 0},                 # the exact running max, O rescaled on every page (pair)
+    "-early": {"EARLY_P0": 1},             # P0 published before sc1 is in (pair; opt-in)
     "-pdl": {"PDL": 1},                    # programmatic dependent launch (opt-in; the default is a plain launch)
 }
 
@@ -155,18 +156,18 @@ def _set_variant(kernel, monkeypatch):
     ([300, 129, 3], 3, 48, torch.bfloat16, True, 16),                    # s_q = 3, padded row block
     ([0, 70, 0, 0, 130, 1, 0, 64, 200, 3], 2, 64, torch.bfloat16, True, 2),   # many chunks per CTA, empty ones
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
-@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "pair-exact", "ws-mbar", "ws2-mbar", "ws2-own",
-                                    "ws2-mc", "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws-pdl",
-                                    "ws2-pdl"])
+@pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "pair-exact", "pair-early", "ws-mbar", "ws2-mbar",
+                                    "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2",
+                                    "ws-pdl", "ws2-pdl"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
-    64-row tile and ws2 for more; pair_kernel is opt-in, pair-exact: its LAZY = 0; ws2-cw0: ws2 with one ring mbarrier per page; -mbar:
-    NAMED = 0, the per-page hand-offs on mbarriers instead of the default named barriers; -own: OWN = 1 with
-    CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc: MC = 1, 2-CTA clusters with multicast pages
-    where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2, the running max between ws2's softmax
-    warpgroups on named barriers too; -qload: Q_TMA = 0, the Q tile by plain loads (the fallback for q layouts without
-    one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next chunk's Q issued early; -pdl: PDL = 1, a
-    programmatic dependent launch instead of a plain one)."""
+    64-row tile and ws2 for more; pair_kernel is opt-in, pair-exact: its LAZY = 0, pair-early: EARLY_P0 = 1;
+    ws2-cw0: ws2 with one ring mbarrier per page; -mbar: NAMED = 0, the per-page hand-offs on mbarriers instead of the
+    default named barriers; -own: OWN = 1 with CHUNK_WAIT = 4, each P.V warpgroup refills the pieces it read; -mc:
+    MC = 1, 2-CTA clusters with multicast pages where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2,
+    the running max between ws2's softmax warpgroups on named barriers too; -qload: Q_TMA = 0, the Q tile by plain
+    loads (the fallback for q layouts without one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next
+    chunk's Q issued early; -pdl: PDL = 1, a programmatic dependent launch instead of a plain one)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -177,8 +178,8 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     meta, splits = get_mla_metadata(seqlens, s_q * h_q, 1, num_sm_parts=parts)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=causal)
     _set_variant(kernel, monkeypatch)
-    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.PAIR if kernel.startswith("pair") else hl.WS2 if kernel.startswith("ws2")
-                        else hl.WS)
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE",
+                        hl.PAIR if kernel.startswith("pair") else hl.WS2 if kernel.startswith("ws2") else hl.WS)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")
     # second call: the cached launch (descriptor cache), and bit-identical results
     out2, lse2 = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=causal, backend="hopper")

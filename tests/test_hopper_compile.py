@@ -61,6 +61,7 @@ WS_KERNELS = {
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
     "pair-flashmla-order": (255, PAIR_SPILL_BUDGET, True),   # P0_FIRST = PV0_FIRST = 0: FlashMLA's own order
     "pair-exact": (255, PAIR_SPILL_BUDGET, True),            # LAZY = 0: O rescaled on every page (FlashMLA)
+    "pair-early": (255, PAIR_SPILL_BUDGET, True),            # EARLY_P0 = 1: P0 published before sc1 is in
 }
 
 

@@ -76,12 +76,17 @@ LAZY = 8               # the running max moves only when a page's row max exceed
                        # P <= 2^LAZY, as ws2_kernel.LAZY): sc0 / sc1 are then exactly 1 on almost every page, and each
                        # warp skips its O rescales (a warp vote and a branch, ``_lazy_scale``); 0: the exact running
                        # max, O rescaled every page (FlashMLA)
+EARLY_P0 = 0           # 1 (needs LAZY, not with PV0_FIRST; not yet measured): warpgroup 0 publishes P0 relative to
+                       # its own max m_a right after its softmax, before P0 V0L, instead of P0 * sc1 once warpgroup
+                       # 1's max is in; warpgroup 1 uses it as is when sc1 == 1 in all its rows (LAZY: almost every
+                       # pair) and otherwise rescales it in shared memory first. Takes the sc1 wait and P0's rescale
+                       # off the chain wg0 softmax -> P0 published -> wg1's P0 V0R -> refill of stage 0
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
 RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
 # positions in ``RC``, the kernel's one constexpr tuple of these settings (the partitions pass it down whole)
-RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST, RC_LAZY = (
-    gl.constexpr(i) for i in range(10))
+(RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST, RC_LAZY,
+ RC_EARLY_P0) = (gl.constexpr(i) for i in range(11))
 
 NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -348,6 +353,10 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     p = gl.exp2(sv * sm_scale_log2 - m_new[:, None])
     l_i = l_i * sc0 + gl.sum(p, axis=1)
     pb = p.to(dtype)      # (P0 is kept in the input dtype only: 16 registers instead of 32 until sc1 is in)
+    if RC[RC_EARLY_P0]:   # P0 relative to m_a -> shared memory for warpgroup 1 now (it applies sc1 if needed)
+        p0_smem.store(pb)
+        fence_async_shared()
+        _bar(BAR_P0, True)
     _stamp(trace_ptr, it, 1, TRACE)
     # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
     _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
@@ -358,15 +367,16 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     # ---- warpgroup 1's max is in; tiles 0-3 of stage 0 are free: the next pair's first page ----
     _bar(BAR_SC1, False)
     if not LAST:
-        if not RC[RC_P0_FIRST]:   # (P0_FIRST = 0: FlashMLA's order, the refill before P0 is published)
+        if not (RC[RC_P0_FIRST] | RC[RC_EARLY_P0]):   # (P0_FIRST = 0: FlashMLA's order, the refill first)
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     # ---- P0 relative to m_b -> shared memory for warpgroup 1 ----
     sc1 = sc1_smem.load(s_row)
-    p0_smem.store(_lazy_scale_p(pb, sc1, RC[RC_LAZY]))
-    fence_async_shared()
-    _bar(BAR_P0, True)
+    if not RC[RC_EARLY_P0]:
+        p0_smem.store(_lazy_scale_p(pb, sc1, RC[RC_LAZY]))
+        fence_async_shared()
+        _bar(BAR_P0, True)
     if not LAST:
-        if RC[RC_P0_FIRST]:
+        if RC[RC_P0_FIRST] | RC[RC_EARLY_P0]:
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     _stamp(trace_ptr, it, 3, TRACE)
     l_i = l_i * sc1
@@ -462,6 +472,12 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
         # ---- O1 += (P0 sc1) V0-right; then P1 is released to warpgroup 0 ----
         _bar(BAR_P0, False)
         _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
+        if RC[RC_EARLY_P0]:   # P0 is relative to m_a: scale its rows by sc1 unless every sc1 is 1 (LAZY: rare)
+            if gl.max((sc1 != 1.0).to(gl.int32), axis=0) != 0:
+                p0 = p0_smem.load(s.type.layout)
+                p0_smem.store((p0.to(gl.float32) * sc1[:, None]).to(dtype))
+                fence_async_shared()
+                gl.thread_barrier()
         acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
         _bar(BAR_P1, True)
         _stamp(trace_ptr, it, 11, TRACE)
@@ -632,12 +648,13 @@ def mla_decode_pair_kernel(
     CAUSAL: gl.constexpr,
     BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr, CHUNK: gl.constexpr,
     WG1_REGS: gl.constexpr, TRACE: gl.constexpr, RQ_REG: gl.constexpr, RAW: gl.constexpr, P0_FIRST: gl.constexpr,
-    HINT: gl.constexpr, PV0_FIRST: gl.constexpr, LAZY: gl.constexpr,
+    HINT: gl.constexpr, PV0_FIRST: gl.constexpr, LAZY: gl.constexpr, EARLY_P0: gl.constexpr,
     KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
     VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
+    gl.static_assert((EARLY_P0 == 0) | ((LAZY != 0) & (PV0_FIRST == 0)), "EARLY_P0: with LAZY, not with PV0_FIRST")
     dtype: gl.constexpr = k_desc.dtype
     # shared memory: Q 72 KB (its rope tile read once into registers per chunk) + 2 x 72 KB pages (P0 over stage
     # 0's rope tile) + P1 8 KB
@@ -657,7 +674,7 @@ def mla_decode_pair_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST, LAZY)
+    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST, LAZY, EARLY_P0)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
