@@ -134,16 +134,23 @@ def _store_lse(lse2, empty, rows, bi, no_split, slot, lse_ptr, lacc_ptr, stride_
 
 
 @gluon.jit
+def _running_max(m_prev, rmax, LAZY: gl.constexpr = 0):
+    """The running row max after a page with row max ``rmax``: max(m_prev, rmax), or with LAZY > 0 m_prev unless
+    rmax exceeds it by more than LAZY (log2 units)."""
+    if LAZY:
+        m_new = gl.where(rmax > m_prev + LAZY, rmax, m_prev)
+    else:
+        m_new = gl.maximum(m_prev, rmax)
+    return m_new
+
+
+@gluon.jit
 def _online_softmax(sv, m_prev, l_prev, LAZY: gl.constexpr = 0):
     """One page of the online softmax in base 2 on scaled, masked scores ``sv``: returns (m, alpha, P, l) with
     m = max(m_prev, rowmax sv), alpha = exp2(m_prev - m), P = exp2(sv - m), l = l_prev * alpha + rowsum P
     (rows with no visible key so far keep m = -inf and get alpha = P = 0). LAZY > 0: m stays m_prev unless
     rowmax sv > m_prev + LAZY (then alpha = 1 exactly and P <= 2^LAZY)."""
-    rmax = gl.max(sv, axis=1)
-    if LAZY:
-        m_new = gl.where(rmax > m_prev + LAZY, rmax, m_prev)
-    else:
-        m_new = gl.maximum(m_prev, rmax)
+    m_new = _running_max(m_prev, gl.max(sv, axis=1), LAZY)
     m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = gl.exp2(m_prev - m_use)
     p = gl.exp2(sv - m_use[:, None])

@@ -55,7 +55,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from . import cluster as CL
-from .kernel import _part_meta, _split_slot, _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o
+from .kernel import _part_meta, _running_max, _split_slot, _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o
 from .ws_kernel import _named_bar, _row_limits, _stamp
 
 NUM_WARPS = 4          # default partition = warpgroup 0; warpgroup 1 is the one worker partition
@@ -181,16 +181,6 @@ def _lazy_scale_p(pb, sc, LAZY: gl.constexpr):
     else:
         out = (pb.to(gl.float32) * sc[:, None]).to(pb.dtype)
     return out
-
-
-@gluon.jit
-def _new_max(m_old, rmax, LAZY: gl.constexpr):
-    """The running max after a page with row max ``rmax`` (LAZY: it moves only by more than LAZY)."""
-    if LAZY:
-        m_new = gl.where(rmax > m_old + LAZY, rmax, m_old)
-    else:
-        m_new = gl.maximum(m_old, rmax)
-    return m_new
 
 
 @gluon.constexpr_function
@@ -348,7 +338,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     # ---- softmax of page k0 against the running max m; publish m_a and sc0 ----
     sv = _masked(s, k0, lim, lim_lo, PAGE)
     m_old = sm_smem.load(s_row)
-    m_new = _new_max(m_old, gl.max(sv, axis=1) * sm_scale_log2, RC[RC_LAZY])
+    m_new = _running_max(m_old, gl.max(sv, axis=1) * sm_scale_log2, RC[RC_LAZY])
     sc0 = gl.exp2(m_old - m_new)
     sm_smem.store(m_new)
     sc0_smem.store(sc0)
@@ -439,7 +429,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     _stamp(trace_ptr, it, 9, TRACE)
     m_old = sm_smem.load(s_row)
     sc0 = sc0_smem.load(s_row)
-    m_new = _new_max(m_old, rmax, RC[RC_LAZY])
+    m_new = _running_max(m_old, rmax, RC[RC_LAZY])
     sc1 = gl.exp2(m_old - m_new)
     sm_smem.store(m_new)
     sc1_smem.store(sc1)

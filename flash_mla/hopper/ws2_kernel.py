@@ -27,7 +27,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 
 from . import cluster as CL
-from .kernel import _part_meta, _ss_chunk, _stage_q
+from .kernel import _part_meta, _running_max, _ss_chunk, _stage_q
 from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _pdl_start,
                         _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
@@ -199,11 +199,9 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     else:
                         mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
                     m_prev = mx_smem.index(1 - SW).load(s_row)
+                m_set = _running_max(m_prev, rmax, LAZY)
                 if LAZY:
-                    m_set = gl.where(rmax > m_prev + LAZY, rmax, m_prev)
                     flag = _any_ne(m_set, m_prev, 8 + SW)    # one bit for the page: does any row's max move?
-                else:
-                    m_set = gl.maximum(m_prev, rmax)
                 mx_smem.index(SW).store(m_set)
                 gl.thread_barrier()   # (also orders the read-back below within this warpgroup)
                 if NAMED == 2:
