@@ -14,7 +14,8 @@
 #        trace_ws.py (ws2) on the same shapes (FM_SHAPES, ';'-separated, default "8192 128 2 0")
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
-# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression). SMI_LOG=1: nvidia-smi samples
+# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression; TESTS_RANGE=A,B: tests A..B of the
+# suite in collection order, to finish a run that a timeout cut short). SMI_LOG=1: nvidia-smi samples
 # (SM clock, power, throttle reasons) to smi_<steps>.csv. BENCH_SET="Q_TMA=1 ...": bench also with those Hopper module
 # constants (benchmarks/bench_with.py), one run per space-separated set.
 set -uo pipefail
@@ -30,9 +31,16 @@ if [ -n "${SMI_LOG:-}" ]; then   # SM clock, power and throttle reasons every 10
 fi
 for step in $steps; do
   case $step in
-    tests) timeout "${TESTS_TIMEOUT:-450}" python3 -m pytest -q tests/test_gpu.py tests/test_gpu_serving.py \
+    tests) targets="tests/test_gpu.py tests/test_gpu_serving.py"
+           if [ -n "${TESTS_RANGE:-}" ]; then   # e.g. 196,261: those tests of the suite (collection order) only
+             targets=$(python3 -m pytest --co -q $targets -p no:cacheprovider 2>/dev/null | grep '::' \
+                       | sed -n "${TESTS_RANGE}p")
+           fi
+           set -f   # node ids hold [..]
+           timeout "${TESTS_TIMEOUT:-450}" python3 -m pytest -q $targets \
              -p no:cacheprovider ${TESTS_K:+-k "$TESTS_K"} 2>&1 \
-             | tee "$OUT/tests.log" | tail -n 25 ;;
+             | tee "$OUT/tests.log" | tail -n 25
+           set +f ;;
     ceilings) python3 benchmarks/ceilings.py 2>&1 | tee "$OUT/ceilings.txt" ;;
     sanitize) for tool in memcheck racecheck; do
                 PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool $tool --error-exitcode 1 \
