@@ -216,15 +216,19 @@ def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload",
-                                    "ws2-qload", "ws-qtma2", "ws2-qtma2"])
+                                    "ws2-qload", "ws-qtma2", "ws2-qtma2", "pair", "pair-early"])
 def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages
     scaled up), and drops again: the pages where the max moves are the only ones on which the P·V warpgroups
-    rescale O, so a lost rescale flag shows here (random scores alone move it only on the first pages)."""
+    rescale O (pair: the only ones on which a warp runs its O and P0 rescales, and pair-early's warpgroup 1
+    rescales P0), so a lost rescale flag shows here (random scores alone move it only on the first pages)."""
+    if kernel == "pair-early" and not lazy:
+        pytest.skip("EARLY_P0 needs LAZY")
     q, kc, bt, seqlens = edge_inputs([4000, 2500, 700], 2, 128, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
     import flash_mla.hopper.launcher as hl
+    import flash_mla.hopper.pair_kernel as P
     import flash_mla.hopper.ws2_kernel as W2
     import flash_mla.hopper.ws_kernel as W
     for i, (page, f) in enumerate([(9, 6.0), (30, 14.0), (2, 5.0)]):   # [sequence i] page: key scale
@@ -232,9 +236,10 @@ def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     kc[bt[0, 40].long(), :7] *= 20.0                                     # a few keys only
     meta, splits = get_mla_metadata(seqlens, 2 * 128, 1, num_sm_parts=8)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
-    monkeypatch.setattr(W2 if kernel.startswith("ws2") else W, "LAZY", lazy)
+    mod, config = (W2, hl.WS2) if kernel.startswith("ws2") else (P, hl.PAIR) if kernel.startswith("pair") else (W, hl.WS)
+    monkeypatch.setattr(mod, "LAZY", lazy)
     _set_variant(kernel, monkeypatch)
-    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", hl.WS2 if kernel.startswith("ws2") else hl.WS)
+    monkeypatch.setattr(hl, "CONFIG_OVERRIDE", config)
     out, lse = flash_mla_with_kvcache(q, kc, bt, seqlens, 512, meta, splits, causal=True, backend="hopper")
     assert_close_flashmla(out, lse, ref_out, ref_lse, dtype)
 
