@@ -81,9 +81,10 @@ LAZY = 8               # the running max moves only when a page's row max exceed
                        # max, O rescaled every page (FlashMLA)
 EARLY_P0 = 0           # 1 (needs LAZY, not with PV0_FIRST; H100: level with 0, docs/perf-notes.md "Session 20"):
                        # warpgroup 0 publishes P0 relative to its own max m_a right after its softmax, before P0 V0L,
-                       # instead of P0 * sc1 once warpgroup 1's max is in; warpgroup 1 uses it as is when sc1 == 1 in all its rows (LAZY: almost every
-                       # pair) and otherwise rescales it in shared memory first. Takes the sc1 wait and P0's rescale
-                       # off the chain wg0 softmax -> P0 published -> wg1's P0 V0R -> refill of stage 0
+                       # instead of P0 * sc1 once warpgroup 1's max is in; warpgroup 1 uses it as is when sc1 == 1
+                       # in all its rows (LAZY: almost every pair) and otherwise rescales it in shared memory first.
+                       # Takes the sc1 wait and P0's rescale off the chain wg0 softmax -> P0 published -> wg1's
+                       # P0 V0R -> refill of stage 0
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
 RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
