@@ -236,7 +236,8 @@ def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     kc[bt[0, 40].long(), :7] *= 20.0                                     # a few keys only
     meta, splits = get_mla_metadata(seqlens, 2 * 128, 1, num_sm_parts=8)
     ref_out, ref_lse = mla_decode_reference(q, kc, bt, seqlens, 512, None, causal=True)
-    mod, config = (W2, hl.WS2) if kernel.startswith("ws2") else (P, hl.PAIR) if kernel.startswith("pair") else (W, hl.WS)
+    mod, config = ((W2, hl.WS2) if kernel.startswith("ws2") else (P, hl.PAIR) if kernel.startswith("pair")
+                   else (W, hl.WS))
     monkeypatch.setattr(mod, "LAZY", lazy)
     _set_variant(kernel, monkeypatch)
     monkeypatch.setattr(hl, "CONFIG_OVERRIDE", config)
