@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|fmtrace|cluster]...
+#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|fmtrace|cluster|asmwgmma]...
 #        (default: tests ceilings bench)
 #   ceilings: this card's copy bandwidth and bf16 matmul rate, as the anchors' run recorded them (two lent H100s ran
 #        the same memory-bound kernels ~3 % apart: docs/perf-notes.md, session 13)
@@ -13,6 +13,8 @@
 #   fmtrace: FlashMLA's per-pair clock stamps (benchmarks/trace_flashmla.py; carry .flashmla_src), then trace_pair.py and
 #        trace_ws.py (ws2) on the same shapes (FM_SHAPES, ';'-separated, default "8192 128 2 0")
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
+#   asmwgmma: inline-PTX wgmma (uniform descriptors) against Gluon's: S checked against torch, S loop timed
+#        (benchmarks/experiments/asm_wgmma/run_gpu.py)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
 # under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression; TESTS_RANGE=A,B: tests A..B of the
 # suite in collection order, to finish a run that a timeout cut short). SMI_LOG=1: nvidia-smi samples
@@ -79,6 +81,8 @@ for step in $steps; do
                python3 benchmarks/trace_pair.py $sh > "$OUT/trace_pair_$tag.txt" 2>&1; tail -n 1 "$OUT/trace_pair_$tag.txt"
                python3 benchmarks/trace_ws.py $sh kernel=ws2 > "$OUT/trace_ws2_$tag.txt" 2>&1; tail -n 1 "$OUT/trace_ws2_$tag.txt"
              done ;;
+    asmwgmma) (cd benchmarks/experiments/asm_wgmma && timeout 150 python3 run_gpu.py) > "$OUT/asm_wgmma.log" 2>&1
+              echo "asm_wgmma: exit $?"; grep -E "check|loop" "$OUT/asm_wgmma.log" ;;
     cluster) (cd benchmarks/experiments/cluster_multicast && timeout 150 python3 run_gpu.py) > "$OUT/cluster.log" 2>&1
              echo "cluster: exit $?"; grep -E "ring|co-residency|RESULT" "$OUT/cluster.log" | tail -n 8 ;;
     *) echo "unknown step $step"; exit 2 ;;
