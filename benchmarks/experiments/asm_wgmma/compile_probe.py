@@ -68,6 +68,17 @@ def _s_asm(s, Q_OFF: gl.constexpr, K_OFF: gl.constexpr, STAGE: gl.constexpr):
 
 
 @gluon.jit
+def _s_gluon_loop(s, q_smem, k_smem, STAGE: gl.constexpr):
+    """As ws2's softmax warpgroups run S: a runtime loop over the chunks (descriptors computed per chunk, not kept)."""
+    s = warpgroup_mma(q_smem.index(0), k_smem.index(STAGE * NV).permute((1, 0)), s, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+    for ch in range(1, NV):
+        s = warpgroup_mma(q_smem.index(ch), k_smem.index(STAGE * NV + ch).permute((1, 0)), s, is_async=True)
+        s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+    return warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+
+
+@gluon.jit
 def _s_gluon(s, q_smem, k_smem, STAGE: gl.constexpr):
     for ch in gl.static_range(NV):
         s = warpgroup_mma(q_smem.index(ch), k_smem.index(STAGE * NV + ch).permute((1, 0)), s, use_acc=ch > 0,
@@ -90,8 +101,10 @@ def s_loop_probe(out_ptr, n_pairs, USE_ASM: gl.constexpr, Q_OFF: gl.constexpr, K
     for _ in range(n_pairs):
         for st in gl.static_range(2):
             s = gl.zeros([64, 64], gl.float32, layout=s_layout)
-            if USE_ASM:
+            if USE_ASM == 1:
                 s = _s_asm(s, Q_OFF, K_OFF, st)
+            elif USE_ASM == 2:
+                s = _s_gluon_loop(s, q_smem, k_smem, st)
             else:
                 s = _s_gluon(s, q_smem, k_smem, st)
             t += gl.exp2(s - gl.max(s, axis=1)[:, None])    # some use of S, as a softmax would
@@ -127,12 +140,13 @@ def _mix(sass):
 
 
 def main() -> int:
-    first = _compile(False)
+    first = _compile(0)
     offs = CL.smem_offsets(first)
     q_off, k_off = CL.find_offset(offs, "9x64x64x"), CL.find_offset(offs, "18x64x64x")
-    second = _compile(True, q_off, k_off)
+    second = _compile(1, q_off, k_off)
     assert CL.smem_offsets(second) == offs, "the asm build must keep the first build's shared-memory layout"
-    for name, k in (("gluon warpgroup_mma", first), ("inline-PTX wgmma", second)):
+    for name, k in (("gluon warpgroup_mma, chunks unrolled", first),
+                    ("gluon warpgroup_mma, runtime chunk loop (as ws2)", _compile(2)), ("inline-PTX wgmma", second)):
         ptx = k.asm["ptx"]
         regs, st, ld, notes = ptxas_stats(ptx)
         n, counts = _mix(_sass(k))
