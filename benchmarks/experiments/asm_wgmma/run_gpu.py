@@ -6,8 +6,8 @@
    inline-PTX wgmmas, each against torch in fp32 (Q, K random bf16, loaded into the swizzled tiles with plain stores).
 2. Speed: ``compile_probe.s_loop_probe`` (S of 2 x n_pairs pages plus an exp2 per score, one warpgroup per CTA,
    132 CTAs) timed by ``triton.testing.do_bench`` for the three builds (Gluon unrolled, Gluon runtime chunk loop,
-   asm). A lower time for the asm variant means the
-   descriptor work it removes (R2UR, vector-register descriptors) was on the issue path of this loop.
+   asm). A lower time for the asm build means the descriptor work it removes (R2UR, vector-register descriptors)
+   was on the issue path of this loop.
 """
 import sys
 
