@@ -56,6 +56,8 @@ WS_KERNELS = {
     "ws2-qtma2-own": (128, WS2_SPILL_BUDGET, False),
     "ws-pdl": (168, WS_SPILL_BUDGET, False),       # PDL = 1: programmatic dependent launch (opt-in)
     "ws2-pdl": (128, WS2_SPILL_BUDGET, False),
+    "ws2-asm": (128, WS2_SPILL_BUDGET, False),     # ASM_S = 1: S's wgmmas from inline PTX (asm_mma; opt-in)
+    "ws2-asm-own": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
@@ -96,6 +98,9 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["gdc_wait"] == 0 and r["gdc_launch"] == 0, r
     if kind.endswith("-own"):    # 5 TMA pieces per page, issued from both P.V warpgroups
         assert r["tma"] >= 15, r
+    if kind.startswith("ws2-asm"):   # S unrolled from inline PTX: 9 tiles x 4 k-steps per softmax warpgroup, with
+        # every descriptor a uniform-register add (UIADD3.64), none moved from a vector register in the S blocks
+        assert r["wgmma"] >= 72, r
 
 
 def test_ws2_own_refill_choice(monkeypatch):

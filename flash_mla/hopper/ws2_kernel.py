@@ -26,6 +26,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from . import asm_mma as AM
 from . import cluster as CL
 from .kernel import _part_meta, _running_max, _ss_chunk, _stage_q
 from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _pdl_start,
@@ -62,6 +63,11 @@ Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgr
                        # the chunk's epilogue, on its own mbarrier q_land; 0: plain loads)
 PDL = 0                # as ws_kernel.PDL (programmatic dependent launch, opt-in; not with MC: the launcher turns it
                        # off)
+ASM_S = 0              # 1 (opt-in; not yet run on a GPU): the softmax warpgroups issue S's wgmmas from inline PTX with
+                       # their descriptors on the uniform datapath (asm_mma.py; no R2UR per wgmma, ~90 registers of
+                       # descriptors freed in the compile probe). Shared-memory offsets from a first build
+                       # (asm_constants, launcher: two compiles). Not with MC
+ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -78,6 +84,13 @@ def chunk_wait(own: bool) -> int:
     return OWN_CHUNK_WAIT if own else int(CHUNK_WAIT)
 
 
+@gluon.constexpr_function
+def _own_tile(ch):
+    """OWN: the latent tile that S takes ``ch``-th (pieces land in the order 1, 3, 2, 4: tiles 0 1 | 4 5 | 2 3 | 6 7)."""
+    pr = ch // 2
+    return (pr % 2) * 4 + (pr // 2) * 2 + ch % 2
+
+
 @gluon.jit
 def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem, fl_smem,
@@ -87,8 +100,13 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, DV: gl.constexpr,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
                  NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
-                 Q_TMA: gl.constexpr = 0, q_land=None):
+                 Q_TMA: gl.constexpr = 0, q_land=None, ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0,
+                 QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
+    BF16: gl.constexpr = dtype == gl.bfloat16
+    TILE: gl.constexpr = PAGE * CHUNK * 2                        # bytes of one 64 x 64 tile (16-bit dtypes)
+    KV_STAGE: gl.constexpr = KVS_OFF + SW * PAGE * DV * 2        # (ASM_S) this warpgroup's ring stage, latent part
+    KR_STAGE: gl.constexpr = KRS_OFF + SW * TILE                 # and rope tile
     if MC:   # (see _ws_pv)
         CL.cluster_sync(CL.warpgroup_tid())
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -160,7 +178,31 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 _stamp(trace_ptr, g, 0, TRACE)
                 # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
                 # starts on the rope piece and waits for each latent piece just before its first chunk
-                if OWN:   # pieces land in the order 1, 3 (each P.V warpgroup's first), 2, 4, rope
+                if ASM_S and OWN:   # as below, the wgmmas from inline PTX (asm_mma)
+                    mbarrier.wait(kv_ready.index(5 * SW + 1), ph)
+                    s = AM.tile_mma(s, QS_OFF, KV_STAGE, True, BF16)
+                    s = AM.mma_wait(s, 1)
+                    for ch in gl.static_range(1, NV):
+                        if ch % 2 == 0:
+                            mbarrier.wait(kv_ready.index(5 * SW + 1 + _own_tile(ch) // 2), ph)
+                        s = AM.tile_mma(s, QS_OFF + _own_tile(ch) * TILE, KV_STAGE + _own_tile(ch) * TILE, False,
+                                        BF16)
+                        s = AM.mma_wait(s, 1)
+                    mbarrier.wait(kv_ready.index(5 * SW), ph)
+                    _stamp(trace_ptr, g, 1, TRACE)
+                    s = AM.tile_mma(s, QRS_OFF, KR_STAGE, False, BF16)
+                elif ASM_S:
+                    mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)
+                    _stamp(trace_ptr, g, 1, TRACE)
+                    s = AM.tile_mma(s, QRS_OFF, KR_STAGE, True, BF16)
+                    s = AM.mma_wait(s, 1)
+                    for ch in gl.static_range(NV):
+                        if CW:
+                            if ch % (NV // CW) == 0:
+                                mbarrier.wait(kv_ready.index((CW + 1) * SW + 1 + ch // (NV // CW)), ph)
+                        s = AM.tile_mma(s, QS_OFF + ch * TILE, KV_STAGE + ch * TILE, False, BF16)
+                        s = AM.mma_wait(s, 1)
+                elif OWN:   # pieces land in the order 1, 3 (each P.V warpgroup's first), 2, 4, rope
                     mbarrier.wait(kv_ready.index(5 * SW + 1), ph)
                     s = warpgroup_mma(q3.index(0), kv3.index(0).permute((1, 0)), s, use_acc=False, is_async=True)
                     s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
@@ -186,7 +228,10 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                                 mbarrier.wait(kv_ready.index((CW + 1) * SW + 1 + ch // (NV // CW)), ph)
                         s = warpgroup_mma(q3.index(ch), kv3.index(ch).permute((1, 0)), s, is_async=True)
                         s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
-                s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
+                if ASM_S:
+                    s = AM.mma_wait(s, 0)
+                else:
+                    s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
                 _stamp(trace_ptr, g, 2, TRACE)
                 sv = _scaled_scores(s, n, lim, lim_lo, sm_scale_log2, PAGE)
                 # ---- shared running max: M(n) = max(M(n-1) from the other warpgroup, rowmax S(n)) (LAZY: M(n)
@@ -286,11 +331,14 @@ def mla_decode_ws2_kernel(
     MC: gl.constexpr = 0, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
     Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
+    ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0, QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
+    KRS_OFF: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
     gl.static_assert((MC == 0) | (Q_TMA == 0), "Q_TMA: not with MC (the launcher turns it off)")
+    gl.static_assert((MC == 0) | (ASM_S == 0), "ASM_S: not with MC (the launcher turns it off)")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
@@ -343,10 +391,18 @@ def mla_decode_ws2_kernel(
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
+
+
+def asm_constants(first_compile) -> dict:
+    """ASM_S's constexprs: the shared-memory offsets of Q's latent part and rope, and of the ring's latent part and
+    rope tiles, read from ``first_compile`` (a build with ``ASM_ZERO``, which has the same layout)."""
+    offs = CL.smem_offsets(first_compile)
+    return dict(QS_OFF=CL.find_offset(offs, "64x512x"), QRS_OFF=CL.find_offset(offs, "64x64x"),
+                KVS_OFF=CL.find_offset(offs, "2x64x512x"), KRS_OFF=CL.find_offset(offs, "2x64x64x"))

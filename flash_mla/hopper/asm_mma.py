@@ -1,0 +1,57 @@
+"""wgmma issued from inline PTX, with its shared-memory descriptors on the uniform datapath (opt-in:
+``ws2_kernel.ASM_S``; docs/perf-notes.md "Session 20", ``benchmarks/experiments/asm_wgmma``).
+
+Gluon 3.6 builds each wgmma's descriptors in vector registers and moves them to uniform registers (``R2UR``) before
+the instruction. Here one base descriptor comes from the ``global_smem`` symbol and every tile and k-step is a
+64-bit constant added to it, so ptxas keeps them in uniform registers (``UIADD3``). The accumulator (an m64n64
+fp32 tile: 32 registers per thread) goes through each asm block whole (``pack=32``), outputs tied to inputs, so it
+stays in place. The shared-memory offsets are constexprs that the launcher reads from a first build
+(``cluster.compile_twice``).
+
+Tiles: 64 x 64 of a 16-bit dtype, 128-byte swizzle (``NVMMASharedLayout`` for [64, 64]), K-major (A = rows of Q,
+B = rows of K: ``B^T`` as wgmma reads it).
+"""
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+# high bits of the descriptor: 128-byte swizzle (bits 62-63 = 1), stride byte offset 1024 B (bits 32-45, 16-byte
+# units), leading byte offset 0: the constant Triton 3.6 builds for these tiles
+DESC_HI = (1 << 62) | ((1024 >> 4) << 32)
+_TIED32 = gl.constexpr(",".join(["=f"] * 32 + [str(i) for i in range(32)]))
+
+
+@gluon.constexpr_function
+def _tile_asm(a_off, b_off, first, bf16):
+    """PTX: the four m64n64k16 wgmmas of one 64 x 64 tile pair, accumulator $0..$31 (tied to $32..$63); A at
+    global_smem + a_off, B at global_smem + b_off; ``first``: the first k-step overwrites the accumulator."""
+    t = "bf16" if bf16 else "f16"
+    acc = ", ".join(f"${i}" for i in range(32))
+    lines = ["{ .reg .b64 d0, da, db; .reg .b32 a; .reg .pred p, q;",
+             "mov.u32 a, global_smem;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;", f"or.b64 d0, d0, {DESC_HI};",
+             f"setp.ne.b32 p, {0 if first else 1}, 0;", "setp.eq.b32 q, 0, 0;", "wgmma.fence.sync.aligned;"]
+    for kk in range(4):   # k-steps of 16 elements: +32 bytes inside the swizzled 128-byte rows
+        lines.append(f"add.s64 da, d0, {(a_off + 32 * kk) >> 4};")
+        lines.append(f"add.s64 db, d0, {(b_off + 32 * kk) >> 4};")
+        lines.append(f"wgmma.mma_async.sync.aligned.m64n64k16.f32.{t}.{t} {{{acc}}}, da, db, "
+                     f"{'p' if kk == 0 else 'q'}, 1, 1, 0, 0;")
+    lines.append("wgmma.commit_group.sync.aligned; }")
+    return "\n\t".join(lines)
+
+
+@gluon.constexpr_function
+def _wait_asm(n):
+    return f"wgmma.wait_group.sync.aligned {n};"
+
+
+@gluon.jit
+def tile_mma(s, A_OFF: gl.constexpr, B_OFF: gl.constexpr, FIRST: gl.constexpr, BF16: gl.constexpr):
+    """``s (+)= A B^T`` over one 64 x 64 tile pair, issued asynchronously (one commit group); ``s``: [64, 64] fp32 in
+    the m64n64 wgmma accumulator layout; ``A_OFF`` / ``B_OFF``: byte offsets in the CTA's shared memory."""
+    return gl.inline_asm_elementwise(_tile_asm(A_OFF, B_OFF, FIRST, BF16), _TIED32, [s], dtype=gl.float32,
+                                     is_pure=False, pack=32)
+
+
+@gluon.jit
+def mma_wait(s, N: gl.constexpr):
+    """``wgmma.wait_group N`` with ``s`` (the accumulator of the groups waited for) tied through it."""
+    return gl.inline_asm_elementwise(_wait_asm(N), _TIED32, [s], dtype=gl.float32, is_pure=False, pack=32)
