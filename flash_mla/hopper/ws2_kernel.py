@@ -64,9 +64,9 @@ Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgr
 PDL = 0                # as ws_kernel.PDL (programmatic dependent launch, opt-in; not with MC: the launcher turns it
                        # off)
 ASM_S = 0              # 1 (opt-in; not yet run on a GPU): the softmax warpgroups issue S's wgmmas from inline PTX with
-                       # their descriptors on the uniform datapath (asm_mma.py; no R2UR per wgmma, ~90 registers of
-                       # descriptors freed in the compile probe). Shared-memory offsets from a first build
-                       # (asm_constants, launcher: two compiles). Not with MC
+                       # their descriptors on the uniform datapath (asm_mma.py): ~130 SASS instructions of S issue
+                       # per page instead of ~320 (docs/perf-notes.md "Session 20"). Shared-memory offsets from a
+                       # first build (asm_constants; the launcher compiles twice). Not with MC
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
