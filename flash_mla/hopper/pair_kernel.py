@@ -36,7 +36,7 @@ The tile loads and waits are inline PTX (``RAW``); ``P0_FIRST`` / ``PV0_FIRST`` 
 L2 policy measured against FlashMLA's own order (the table above is the default: P0 published before the refill).
 ``LAZY`` (default on) lets the running max lag by up to 2^8, so sc0 / sc1 are 1 on almost every page and each warp
 skips the O and P0 rescales; ``EARLY_P0`` (opt-in) publishes P0 relative to m_a right after warpgroup 0's softmax.
-Neither has been measured on a GPU yet (docs/perf-notes.md "Session 19").
+H100: LAZY 1.4–3.7 % faster on the multi-tile shapes, EARLY_P0 level (docs/perf-notes.md "Session 20").
 
 Measured on H100 (2026-12-07, docs/perf-notes.md "Session 16"): correct, but 8-12 % slower than the default
 two-softmax-warpgroup kernel (``ws2_kernel``) on the multi-tile (compute-bound) shapes and 2-4 % slower on one tile;
