@@ -1,5 +1,6 @@
 """Compile-only probe (no GPU): S = Q K^T of a 64 x 576 page as Gluon's ``warpgroup_mma`` against the same wgmmas
-written as inline PTX, whose shared-memory descriptors are built from the ``global_smem`` symbol and constants.
+written as inline PTX (``flash_mla.hopper.asm_mma``), whose shared-memory descriptors are built from the
+``global_smem`` symbol and constants.
 
     python3 benchmarks/experiments/asm_wgmma/compile_probe.py [--sass]
 
@@ -25,46 +26,20 @@ from triton.experimental.gluon._runtime import GluonASTSource
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
+from flash_mla.hopper import asm_mma as AM  # noqa: E402
 from flash_mla.hopper import cluster as CL  # noqa: E402
 from flash_mla.hopper.compile_check import ptxas_stats  # noqa: E402
 
 NV = gl.constexpr(9)   # 64-column tiles per page (8 latent + rope)
 TILE = gl.constexpr(64 * 64 * 2)
-# sm_90 wgmma shared-memory descriptor, high bits: 128-byte swizzle (bits 62-63 = 1), stride byte offset 1024 B
-# (8 rows of 128 B; bits 32-45, in 16-byte units), leading byte offset 0 (unused for K-major swizzled tiles): the
-# constant Triton 3.6 builds for these tiles (0x4000004000000000)
-DESC_HI = (1 << 62) | ((1024 >> 4) << 32)
-
-
-@gluon.constexpr_function
-def _wgmma_chunk_asm(q_off, k_off, first):
-    """PTX: 4 x wgmma m64n64k16 (one 64-column chunk) on accumulator $0..$31 (tied to $32..$63); A = Q tile at
-    global_smem + q_off, B = K tile at global_smem + k_off; ``first``: the first k-step overwrites the accumulator.
-    One 64-bit base descriptor (global_smem >> 4 | DESC_HI), the tiles and k-steps as 64-bit constant adds to it."""
-    acc = ", ".join(f"${i}" for i in range(32))
-    lines = ["{ .reg .b64 d0, da, db; .reg .b32 a; .reg .pred p, t;",
-             "mov.u32 a, global_smem;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;", f"or.b64 d0, d0, {DESC_HI};",
-             f"setp.ne.b32 p, {0 if first else 1}, 0;", "setp.eq.b32 t, 0, 0;",
-             "wgmma.fence.sync.aligned;"]
-    for kk in range(4):
-        pred = "p" if kk == 0 else "t"
-        lines.append(f"add.s64 da, d0, {(q_off + 32 * kk) >> 4};")   # +32 bytes (16 bf16) per k-step along K
-        lines.append(f"add.s64 db, d0, {(k_off + 32 * kk) >> 4};")
-        lines.append(f"wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {{{acc}}}, da, db, {pred}, 1, 1, 0, 0;")
-    lines.append("wgmma.commit_group.sync.aligned; }")
-    return "\n\t".join(lines)
-
-
-_TIED32 = gl.constexpr(",".join(["=f"] * 32 + [str(i) for i in range(32)]))
-_WAIT_ASM = gl.constexpr("wgmma.wait_group.sync.aligned 0;")
 
 
 @gluon.jit
 def _s_asm(s, Q_OFF: gl.constexpr, K_OFF: gl.constexpr, STAGE: gl.constexpr):
+    """S of one page by ``flash_mla.hopper.asm_mma`` (the inline-PTX wgmma that ws2_kernel.ASM_S uses)."""
     for ch in gl.static_range(NV):
-        s = gl.inline_asm_elementwise(_wgmma_chunk_asm(Q_OFF + ch * TILE, K_OFF + (STAGE * NV + ch) * TILE, ch == 0),
-                                      _TIED32, [s], dtype=gl.float32, is_pure=False, pack=32)
-    return gl.inline_asm_elementwise(_WAIT_ASM, _TIED32, [s], dtype=gl.float32, is_pure=False, pack=32)
+        s = AM.tile_mma(s, Q_OFF + ch * TILE, K_OFF + (STAGE * NV + ch) * TILE, ch == 0, True)
+    return AM.mma_wait(s, 0)
 
 
 @gluon.jit
@@ -119,6 +94,12 @@ def _compile(use_asm, q_off=0, k_off=0):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
 
 
+def offsets(compiled):
+    """(Q's, the ring's) shared-memory offsets in ``compiled`` (a build of this probe's allocations), and all of them."""
+    offs = CL.smem_offsets(compiled)
+    return (CL.find_offset(offs, "9x64x64x"), CL.find_offset(offs, "18x64x64x")), offs
+
+
 def _sass(k):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(k.asm["cubin"])
@@ -141,8 +122,7 @@ def _mix(sass):
 
 def main() -> int:
     first = _compile(0)
-    offs = CL.smem_offsets(first)
-    q_off, k_off = CL.find_offset(offs, "9x64x64x"), CL.find_offset(offs, "18x64x64x")
+    (q_off, k_off), offs = offsets(first)
     second = _compile(1, q_off, k_off)
     assert CL.smem_offsets(second) == offs, "the asm build must keep the first build's shared-memory layout"
     for name, k in (("gluon warpgroup_mma, chunks unrolled", first),

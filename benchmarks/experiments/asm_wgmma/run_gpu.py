@@ -49,11 +49,6 @@ def s_check(q_ptr, k_ptr, out_ptr, USE_ASM: gl.constexpr, Q_OFF: gl.constexpr, K
         gl.store(out_ptr + st * 4096 + rs[:, None] * 64 + cs[None, :], s)
 
 
-def _offsets(compiled, shapes):
-    offs = CL.smem_offsets(compiled)
-    return [CL.find_offset(offs, s) for s in shapes], offs
-
-
 def main() -> int:
     torch.manual_seed(0)
     q = torch.randn(64, 576, device="cuda", dtype=torch.bfloat16)
@@ -62,7 +57,7 @@ def main() -> int:
     ok = True
     out = torch.full((2, 64, 64), float("nan"), device="cuda")
     first = s_check[(1,)](q, k, out, USE_ASM=False, Q_OFF=0, K_OFF=0, num_warps=4)
-    (q_off, k_off), offs = _offsets(first, ["9x64x64x", "18x64x64x"])
+    (q_off, k_off), offs = P.offsets(first)
     for use_asm in (False, True):
         out.fill_(float("nan"))
         kern = s_check[(1,)](q, k, out, USE_ASM=use_asm, Q_OFF=q_off, K_OFF=k_off, num_warps=4)
@@ -76,7 +71,7 @@ def main() -> int:
     n_pairs, ctas = 2048, 132
     t_out = torch.empty(64, 64, device="cuda")
     first = P.s_loop_probe[(ctas,)](t_out, n_pairs, USE_ASM=0, Q_OFF=0, K_OFF=0, num_warps=4)
-    (q_off, k_off), _ = _offsets(first, ["9x64x64x", "18x64x64x"])
+    (q_off, k_off), _ = P.offsets(first)
     times = {}
     names = {0: "gluon (chunks unrolled)", 2: "gluon (runtime chunk loop, as ws2)", 1: "inline-PTX"}
     for use_asm in (0, 2, 1, 0, 2, 1):
