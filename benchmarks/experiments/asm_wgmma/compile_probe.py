@@ -95,7 +95,7 @@ def _compile(use_asm, q_off=0, k_off=0):
 
 
 def offsets(compiled):
-    """(Q's, the ring's) shared-memory offsets in ``compiled`` (a build of this probe's allocations), and all of them."""
+    """(Q's, the ring's) shared-memory offsets in ``compiled`` (a build of these allocations), and all of them."""
     offs = CL.smem_offsets(compiled)
     return (CL.find_offset(offs, "9x64x64x"), CL.find_offset(offs, "18x64x64x")), offs
 
