@@ -58,6 +58,8 @@ WS_KERNELS = {
     "ws2-pdl": (128, WS2_SPILL_BUDGET, False),
     "ws2-asm": (128, WS2_SPILL_BUDGET, False),     # ASM_S = 1: S's wgmmas from inline PTX (asm_mma; opt-in)
     "ws2-asm-own": (128, WS2_SPILL_BUDGET, False),
+    "ws2-asmpv": (128, WS2_SPILL_BUDGET, False),   # and ASM_PV = 1: P.V's too, P as a register operand (192 / 64)
+    "ws2-asmpv-own": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),

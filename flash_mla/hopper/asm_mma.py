@@ -55,3 +55,47 @@ def tile_mma(s, A_OFF: gl.constexpr, B_OFF: gl.constexpr, FIRST: gl.constexpr, B
 def mma_wait(s, N: gl.constexpr):
     """``wgmma.wait_group N`` with ``s`` (the accumulator of the groups waited for) tied through it."""
     return gl.inline_asm_elementwise(_wait_asm(N), _TIED32, [s], dtype=gl.float32, is_pure=False, pack=32)
+
+
+# P.V (ASM_PV): B = V, MN-major (the 64-column tiles of a page row are 8 KB apart: leading byte offset 8192, stride
+# byte offset 1024, 128-byte swizzle; Triton 3.6 builds the same), A = P from registers
+DESC_HI_V = (1 << 62) | ((1024 >> 4) << 32) | ((8192 >> 4) << 16)
+_TIED64 = gl.constexpr(",".join(["=f"] * 64 + [str(i) for i in range(64)] + ["r"] * 16 + ["r"] * 32))
+_TIED128 = gl.constexpr(",".join(["=f"] * 128 + [str(i) for i in range(128)]))
+
+
+@gluon.constexpr_function
+def _pv_asm(b_off, bf16):
+    """PTX: O[:, 0:128] += P V over one page, as four m64n128k16 wgmmas (one commit group). Operands: the
+    accumulator $0..$63 (two m64n64 halves, tied to $64..$127), P $128..$143 (the m64n64 accumulator layout in
+    16-bit pairs, which is wgmma's A-register layout: k-step kk reads $128+4kk..+3), the ring stage's byte offset
+    $144 (a runtime value, the same in every lane); V at global_smem + $144 + b_off."""
+    t = "bf16" if bf16 else "f16"
+    acc = ", ".join(f"${i}" for i in range(64))
+    lines = ["{ .reg .b64 d0, db; .reg .b32 a; .reg .pred q;",
+             "mov.u32 a, global_smem;", "add.u32 a, a, $144;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;",
+             f"or.b64 d0, d0, {DESC_HI_V};", "setp.eq.b32 q, 0, 0;", "wgmma.fence.sync.aligned;"]
+    for kk in range(4):   # k-steps of 16 keys: +16 rows of 128 bytes
+        a = ", ".join(f"${128 + 4 * kk + i}" for i in range(4))
+        lines.append(f"add.s64 db, d0, {(b_off + 2048 * kk) >> 4};")
+        lines.append(f"wgmma.mma_async.sync.aligned.m64n128k16.f32.{t}.{t} {{{acc}}}, {{{a}}}, db, q, 1, 1, 1;")
+    lines.append("wgmma.commit_group.sync.aligned; }")
+    return "\n\t".join(lines)
+
+
+@gluon.jit
+def pv_mma(o0, o1, p, stage_off, B_OFF: gl.constexpr, BF16: gl.constexpr):
+    """``[o0 | o1] += p @ V`` issued asynchronously (one commit group): ``o0``, ``o1``: [64, 64] fp32, output columns
+    0-63 and 64-127 of one m64n128 accumulator, each in the m64n64 wgmma accumulator layout; ``p``: [64, 64] 16-bit
+    in that same layout (the A operand from registers); V: 64 keys x 128 columns at byte ``stage_off + B_OFF`` of
+    the CTA's shared memory (``stage_off``: an int32 scalar, ``B_OFF``: a constexpr)."""
+    off = gl.full(o0.shape, stage_off, gl.int32, layout=o0.type.layout)
+    return gl.inline_asm_elementwise(_pv_asm(B_OFF, BF16), _TIED64, [o0, o1, p, off],
+                                     dtype=(gl.float32, gl.float32), is_pure=False, pack=32)
+
+
+@gluon.jit
+def mma_wait4(o0, o1, o2, o3, N: gl.constexpr):
+    """``wgmma.wait_group N`` with four m64n64 accumulators tied through it."""
+    return gl.inline_asm_elementwise(_wait_asm(N), _TIED128, [o0, o1, o2, o3],
+                                     dtype=(gl.float32, gl.float32, gl.float32, gl.float32), is_pure=False, pack=32)

@@ -92,19 +92,20 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
-              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), **overrides}
+              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), "ASM_PV": int(W2.ASM_PV), **overrides}
     if consts["MC"]:   # as the launcher: no Q by TMA and no PDL in 2-CTA clusters
         if "Q_TMA" not in overrides:
             consts["Q_TMA"] = 0
         consts["PDL"] = 0
         consts["ASM_S"] = 0
+        consts["ASM_PV"] = 0
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **W2.ASM_ZERO, **consts}
     if consts.get("MC"):   # two compiles, as the launcher does (cluster.mc_constants)
         return _compile_twice(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box,
                               lambda k: CL.mc_constants(k, consts["CW"]))
-    if consts.get("ASM_S"):   # two compiles, as the launcher does (ws2_kernel.asm_constants)
+    if consts.get("ASM_S") or consts.get("ASM_PV"):   # two compiles, as the launcher does (ws2_kernel.asm_constants)
         return _compile_twice(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box, W2.asm_constants)
     return _compile(W2.mla_decode_ws2_kernel, dtype_str, consts, opts, v_box=v_box)
 
@@ -170,6 +171,8 @@ _VARIANT_FLAGS = {
     "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qload": {"Q_TMA": 0}, "qload-own": {"Q_TMA": 0, "OWN": 1, "CW": 4},
     "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4}, "pdl": {"PDL": 1},
     "asm": {"ASM_S": 1}, "asm-own": {"ASM_S": 1, "OWN": 1, "CW": 4},
+    "asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},
+    "asmpv-own": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64, "OWN": 1, "CW": 4},
 }
 
 
@@ -180,7 +183,8 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
     early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch), ``"ws2-asm"`` / ``"ws2-asm-own"``
-    (ASM_S = 1: S's wgmmas from inline PTX),
+    (ASM_S = 1: S's wgmmas from inline PTX), ``"ws2-asmpv"`` / ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64
+    registers),
     ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
     sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
     included), its L2 cache hints and its ``griddepcontrol`` instructions (PDL)."""

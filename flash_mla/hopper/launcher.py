@@ -192,7 +192,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         launch = _launch_ws2
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
                        NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=q_tma, PDL=int(pdl),
-                       ASM_S=int(bool(W2.ASM_S) and not mc), **W2.ASM_ZERO,
+                       ASM_S=int(bool(W2.ASM_S) and not mc), ASM_PV=int(bool(W2.ASM_PV) and not mc),
+                       **W2.ASM_ZERO,
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:
@@ -231,8 +232,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
             grid = (grid[0] // 2, grid[1], grid[2])   # clusters: Triton's launcher multiplies x by the cluster size
             if key not in launch.compiled:
                 _install_cluster_kernel(launch, key, grid, args, kwargs)
-        if cfg == WS2 and variant["ASM_S"] and key not in launch.compiled:
-            launch.install(key, _compile_twice(launch, grid, args, kwargs, W2.asm_constants, "ws2 ASM_S"))
+        if cfg == WS2 and (variant["ASM_S"] or variant["ASM_PV"]) and key not in launch.compiled:
+            launch.install(key, _compile_twice(launch, grid, args, kwargs, W2.asm_constants, "ws2 ASM_S / ASM_PV"))
         if cfg == PAIR and variant["RAW"] and key not in launch.compiled:
             _install_pair_raw(launch, key, grid, args, kwargs)
         launch(key, grid, *args, **kwargs)

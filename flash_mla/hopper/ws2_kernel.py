@@ -67,6 +67,9 @@ ASM_S = 0              # 1 (opt-in; not yet run on a GPU): the softmax warpgroup
                        # their descriptors on the uniform datapath (asm_mma.py): ~130 SASS instructions of S issue
                        # per page instead of ~320 (docs/perf-notes.md "Session 20"). Shared-memory offsets from a
                        # first build (asm_constants; the launcher compiles twice). Not with MC
+ASM_PV = 0             # 1 (opt-in): the P.V warpgroups read P from shared memory once per page (into registers, the A
+                       # operand of both m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per
+                       # wgmma: 16 KB less shared-memory traffic per page (of 320). Offsets as ASM_S. Not with MC
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
@@ -332,13 +335,14 @@ def mla_decode_ws2_kernel(
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
     Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
     ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0, QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
-    KRS_OFF: gl.constexpr = 0,
+    KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
     gl.static_assert((CW == 0) | (CW == 2) | (CW == 4) | (CW == 8), "CHUNK_WAIT: 0 or latent pieces per page")
     gl.static_assert((MC == 0) | (Q_TMA == 0), "Q_TMA: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_S == 0), "ASM_S: not with MC (the launcher turns it off)")
+    gl.static_assert((MC == 0) | (ASM_PV == 0), "ASM_PV: not with MC (the launcher turns it off)")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
@@ -381,12 +385,12 @@ def mla_decode_ws2_kernel(
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM)),
+                  VD_PARAM, ASM_PV, KVS_OFF)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM)),
+                  VD_PARAM, ASM_PV, KVS_OFF)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,

@@ -30,6 +30,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from . import asm_mma as AM
 from . import cluster as CL
 from .kernel import (_issue_page_at, _issue_page_groups, _issue_piece, _online_softmax, _part_meta, _split_slot,
                      _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o)
@@ -392,7 +393,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0,
            MC: gl.constexpr = 0, cl_free=None, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
            RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0,
-           VD_PARAM: gl.constexpr = 0):
+           VD_PARAM: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -403,7 +404,10 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     itself, each as soon as its accumulator's wgmma is done (pieces 1 + 2 WG, then 2 + 2 WG); warpgroup 0 the rope
     piece (which holds P) after both. MC (ws2, opt-in): 2-CTA cluster, each page multicast into both CTAs, half
     by each (``_issue_mc``); a stage is refilled once both CTAs have read it (``cl_free``: a local and a remote
-    arrive per page)."""
+    arrive per page). ASM_PV (ws2 with PV_N = 128, opt-in): P is read from shared memory once per page into
+    registers and both accumulators' wgmmas take it as their A operand, issued from inline PTX (``asm_mma.pv_mma``;
+    the ring's latent part at byte ``KVS_OFF``); O is then four 64 x 64 accumulators (m64n64 layout), two per
+    wgmma."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -416,6 +420,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     o_col: gl.constexpr = gl.SliceLayout(0, o_layout)
     one_layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])   # a [1] tensor every thread holds
     p_smem_layout: gl.constexpr = kr_smem.layout
+    # ASM_PV: O as four 64 x 64 quarters in the m64n64 accumulator layout, which is also P's (A-register) layout
+    q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 64, 16])
+    q_row: gl.constexpr = gl.SliceLayout(1, q_layout)
+    q_col: gl.constexpr = gl.SliceLayout(0, q_layout)
+    gl.static_assert((ASM_PV == 0) | SPLIT, "ASM_PV: two m64n128 accumulators per warpgroup")
+    BF16: gl.constexpr = dtype == gl.bfloat16
 
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
@@ -471,9 +481,15 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
         L, start, end = _ss_chunk(seqlens_ptr, meta_ptr, part, bi, begin_idx, end_idx, begin_seqlen, end_seqlen)
         no_split = (start == 0) & (end == L)
         if (end > start) | (L == 0):
-            acc = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
-            if SPLIT:
-                acc1 = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
+            if ASM_PV:
+                o0 = gl.zeros([BLOCK_M, 64], gl.float32, layout=q_layout)
+                o1 = gl.zeros([BLOCK_M, 64], gl.float32, layout=q_layout)
+                o2 = gl.zeros([BLOCK_M, 64], gl.float32, layout=q_layout)
+                o3 = gl.zeros([BLOCK_M, 64], gl.float32, layout=q_layout)
+            else:
+                acc = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
+                if SPLIT:
+                    acc1 = gl.zeros([BLOCK_M, PV_N], gl.float32, layout=o_layout)
             for n in range(start // PAGE, (end + PAGE - 1) // PAGE):
                 stage = it % 2
                 ph = (it // 2) & 1
@@ -493,16 +509,38 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 rescale = True
                 if FLAG:   # the [1] slice every thread loads reduces to a scalar without any exchange
                     rescale = gl.max(fl_smem.index(stage).slice(0, 1).load(one_layout), axis=0) != 0
-                if rescale:
-                    alpha = ax_smem.index(stage).load(o_row)
-                    acc = acc * alpha[:, None]
-                    if SPLIT:
-                        acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
-                if SPLIT:
-                    acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                if OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read: all
+                if ASM_PV:
+                    if rescale:
+                        alpha = ax_smem.index(stage).load(q_row)
+                        o0 = o0 * alpha[:, None]
+                        o1 = o1 * alpha[:, None]
+                        o2 = o2 * alpha[:, None]
+                        o3 = o3 * alpha[:, None]
+                    p = p_smem.load(q_layout)
+                    v_off: gl.constexpr = KVS_OFF + WG * HALF * PAGE * EB     # this warpgroup's four 64-column tiles
+                    o0, o1 = AM.pv_mma(o0, o1, p, stage * (PAGE * DV * EB), v_off, BF16)
+                    o2, o3 = AM.pv_mma(o2, o3, p, stage * (PAGE * DV * EB), v_off + 2 * PAGE * 64 * EB, BF16)
+                    if OWN:   # as below
+                        o0, o1, o2, o3 = AM.mma_wait4(o0, o1, o2, o3, 1)
+                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                     1 + 2 * WG, PAGE, CHUNK)
+                    o0, o1, o2, o3 = AM.mma_wait4(o0, o1, o2, o3, 0)
+                    if OWN:
+                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                     2 + 2 * WG, PAGE, CHUNK)
+                else:
+                    if rescale:
+                        alpha = ax_smem.index(stage).load(o_row)
+                        acc = acc * alpha[:, None]
+                        if SPLIT:
+                            acc1 = acc1 * alpha[:, None]    # both scaled before either wgmma reads them
+                    acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
+                    if SPLIT:
+                        acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
+                if ASM_PV:   # (waited above)
+                    pass
+                elif OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read: all
                     # but the last wgmma group done means acc is complete
                     acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
                     _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1 + 2 * WG,
@@ -546,16 +584,31 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
 
             lb = c % 2
             mbarrier.wait(l_ready.index(lb), (c // 2) & 1)
-            inv_l = lx_smem.index(lb).load(o_row)
+            if ASM_PV:
+                inv_q = lx_smem.index(lb).load(q_row)
+            else:
+                inv_l = lx_smem.index(lb).load(o_row)
             gl.thread_barrier()
             mbarrier.arrive(l_free.index(lb), count=1)
             slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
-            rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
-            _store_o(acc * inv_l[:, None], rows_o, WG * HALF + gl.arange(0, PV_N, layout=o_col), bi, no_split,
-                     slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
-            if SPLIT:
-                _store_o(acc1 * inv_l[:, None], rows_o, WG * HALF + PV_N + gl.arange(0, PV_N, layout=o_col), bi,
-                         no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            if ASM_PV:
+                rows_q = m0 + gl.arange(0, BLOCK_M, layout=q_row)
+                cols_q = WG * HALF + gl.arange(0, 64, layout=q_col)
+                _store_o(o0 * inv_q[:, None], rows_q, cols_q, bi, no_split, slot, out_ptr, oacc_ptr, stride_oacc_b,
+                         stride_oacc_r, R, DV)
+                _store_o(o1 * inv_q[:, None], rows_q, cols_q + 64, bi, no_split, slot, out_ptr, oacc_ptr,
+                         stride_oacc_b, stride_oacc_r, R, DV)
+                _store_o(o2 * inv_q[:, None], rows_q, cols_q + 128, bi, no_split, slot, out_ptr, oacc_ptr,
+                         stride_oacc_b, stride_oacc_r, R, DV)
+                _store_o(o3 * inv_q[:, None], rows_q, cols_q + 192, bi, no_split, slot, out_ptr, oacc_ptr,
+                         stride_oacc_b, stride_oacc_r, R, DV)
+            else:
+                rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
+                _store_o(acc * inv_l[:, None], rows_o, WG * HALF + gl.arange(0, PV_N, layout=o_col), bi, no_split,
+                         slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+                if SPLIT:
+                    _store_o(acc1 * inv_l[:, None], rows_o, WG * HALF + PV_N + gl.arange(0, PV_N, layout=o_col),
+                             bi, no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
             if WG == 0:   # TRACE == 2: end of chunk c (its O stored), pages so far
                 _cta_stamp(trace_ptr, 3 + 3 * c, it, TRACE)
             c += 1
