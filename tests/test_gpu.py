@@ -133,7 +133,7 @@ _VARIANTS = {
     "-exact": {"LAZY": 0},                 # the exact running max, O rescaled on every page (pair)
     "-early": {"EARLY_P0": 1},             # P0 published before sc1 is in (pair; opt-in)
     "-pdl": {"PDL": 1},                    # programmatic dependent launch (opt-in; the default is a plain launch)
-    "-asm": {"ASM_S": 1},                  # S's wgmmas from inline PTX (ws2; opt-in)
+    "-gluon-s": {"ASM_S": 0},              # S's wgmmas from Gluon (ws2; the default issues them from inline PTX)
     "-asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},   # and P.V's, P read once per page (ws2)
 }
 
@@ -160,7 +160,7 @@ def _set_variant(kernel, monkeypatch):
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "pair-exact", "pair-early", "ws-mbar", "ws2-mbar",
                                     "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2",
-                                    "ws-pdl", "ws2-pdl", "ws2-asm", "ws2-asmpv"])
+                                    "ws-pdl", "ws2-pdl", "ws2-gluon-s", "ws2-asmpv"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in, pair-exact: its LAZY = 0, pair-early: EARLY_P0 = 1;
@@ -169,9 +169,9 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     MC = 1, 2-CTA clusters with multicast pages where the tile count is even, plain ws2 elsewhere; -mnamed: NAMED = 2,
     the running max between ws2's softmax warpgroups on named barriers too; -qload: Q_TMA = 0, the Q tile by plain
     loads (the fallback for q layouts without one row stride; the default is by TMA); -qtma2: Q_TMA = 2, the next
-    chunk's Q issued early; -pdl: PDL = 1, a programmatic dependent launch instead of a plain one; ws2-asm: ASM_S = 1,
-    S's wgmmas from inline PTX; it takes OWN's tile order on the two-tile shapes and the plain one on four; ws2-asmpv:
-    also ASM_PV = 1, P.V's wgmmas from inline PTX with P as a register operand, at a 192 / 64 register split)."""
+    chunk's Q issued early; -pdl: PDL = 1, a programmatic dependent launch instead of a plain one; ws2-gluon-s:
+    ASM_S = 0, S's wgmmas from Gluon (the default, ASM_S = 1, issues them from inline PTX); ws2-asmpv: also ASM_PV =
+    1, P.V's wgmmas from inline PTX with P as a register operand, at a 192 / 64 register split)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -220,7 +220,7 @@ def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload",
-                                    "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws2-asm", "ws2-asmpv", "pair",
+                                    "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws2-gluon-s", "ws2-asmpv", "pair",
                                     "pair-early"])
 def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages

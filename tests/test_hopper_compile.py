@@ -56,8 +56,8 @@ WS_KERNELS = {
     "ws2-qtma2-own": (128, WS2_SPILL_BUDGET, False),
     "ws-pdl": (168, WS_SPILL_BUDGET, False),       # PDL = 1: programmatic dependent launch (opt-in)
     "ws2-pdl": (128, WS2_SPILL_BUDGET, False),
-    "ws2-asm": (128, WS2_SPILL_BUDGET, False),     # ASM_S = 1: S's wgmmas from inline PTX (asm_mma; opt-in)
-    "ws2-asm-own": (128, WS2_SPILL_BUDGET, False),
+    "ws2-gluon-s": (128, WS2_SPILL_BUDGET, False),  # ASM_S = 0: S's wgmmas from Gluon (the default: inline PTX)
+    "ws2-gluon-s-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-asmpv": (128, WS2_SPILL_BUDGET, False),   # and ASM_PV = 1: P.V's too, P as a register operand (192 / 64)
     "ws2-asmpv-own": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
@@ -100,9 +100,13 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["gdc_wait"] == 0 and r["gdc_launch"] == 0, r
     if kind.endswith("-own"):    # 5 TMA pieces per page, issued from both P.V warpgroups
         assert r["tma"] >= 15, r
-    if kind.startswith("ws2-asm"):   # S unrolled from inline PTX: 9 tiles x 4 k-steps in each of the two softmax
-        # warpgroups (the default has 8 per softmax warpgroup in its PTX: the rope tile's 4 and its chunk loop's 4)
+    if kind.startswith("ws2") and not kind.startswith("ws2-gluon-s") and not kind.endswith("-mc"):
+        # S unrolled from inline PTX (ASM_S, the default; not with MC): 9 tiles x 4 k-steps in each of the two
+        # softmax warpgroups (Gluon's S has 8 per softmax warpgroup in the PTX: the rope tile's 4 and its chunk
+        # loop's 4)
         assert r["wgmma"] >= 72, r
+    if kind.startswith("ws2-gluon-s") or kind.endswith("-mc"):
+        assert r["wgmma"] < 72, r
 
 
 def test_ws2_own_refill_choice(monkeypatch):

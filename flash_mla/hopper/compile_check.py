@@ -170,7 +170,7 @@ _VARIANT_FLAGS = {
     "": {}, "mbar": {"NAMED": 0}, "own": {"OWN": 1, "CW": 4}, "mc": {"MC": 1}, "mnamed": {"NAMED": 2},
     "mnamed-own": {"NAMED": 2, "OWN": 1, "CW": 4}, "qload": {"Q_TMA": 0}, "qload-own": {"Q_TMA": 0, "OWN": 1, "CW": 4},
     "qtma2": {"Q_TMA": 2}, "qtma2-own": {"Q_TMA": 2, "OWN": 1, "CW": 4}, "pdl": {"PDL": 1},
-    "asm": {"ASM_S": 1}, "asm-own": {"ASM_S": 1, "OWN": 1, "CW": 4},
+    "gluon-s": {"ASM_S": 0}, "gluon-s-own": {"ASM_S": 0, "OWN": 1, "CW": 4},
     "asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},
     "asmpv-own": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64, "OWN": 1, "CW": 4},
 }
@@ -182,8 +182,8 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     (NAMED = 2: the running max between the softmax warpgroups on named barriers too; ``"ws2-mnamed-own"`` with OWN),
     ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
-    early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch), ``"ws2-asm"`` / ``"ws2-asm-own"``
-    (ASM_S = 1: S's wgmmas from inline PTX), ``"ws2-asmpv"`` / ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64
+    early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch), ``"ws2-gluon-s"`` /
+    ``"ws2-gluon-s-own"`` (ASM_S = 0: S's wgmmas from Gluon instead of inline PTX), ``"ws2-asmpv"`` / ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64
     registers),
     ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
     sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
