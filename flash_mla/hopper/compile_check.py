@@ -183,8 +183,8 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ``"ws-qload"`` / ``"ws2-qload"`` (Q_TMA = 0: the Q tile by plain loads, the fallback for q layouts without one
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
     early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch), ``"ws2-gluon-s"`` /
-    ``"ws2-gluon-s-own"`` (ASM_S = 0: S's wgmmas from Gluon instead of inline PTX), ``"ws2-asmpv"`` / ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64
-    registers),
+    ``"ws2-gluon-s-own"`` (ASM_S = 0: S's wgmmas from Gluon instead of inline PTX), ``"ws2-asmpv"`` /
+    ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64 registers),
     ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
     sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
     included), its L2 cache hints and its ``griddepcontrol`` instructions (PDL)."""

@@ -63,14 +63,14 @@ Q_TMA = 1              # as ws_kernel.Q_TMA (1, the default: each softmax warpgr
                        # the chunk's epilogue, on its own mbarrier q_land; 0: plain loads)
 PDL = 0                # as ws_kernel.PDL (programmatic dependent launch, opt-in; not with MC: the launcher turns it
                        # off)
-ASM_S = 1              # 1 (the default since 2026-12-07; H100: 0.2-2.2 % faster on the 12 compute-bound configs,
+ASM_S = 1              # 1 (the default since 2026-12-07; H100: 0.1-2.1 % faster on the 12 compute-bound configs,
                        # docs/perf-notes.md "Session 21"): the softmax warpgroups issue S's wgmmas from inline PTX
                        # with their descriptors on the uniform datapath (asm_mma.py): ~130 SASS instructions of S issue
                        # per page instead of ~320. Shared-memory offsets from a first build (asm_constants; the
                        # launcher compiles twice). Not with MC (which keeps Gluon's S); 0: Gluon's S
-ASM_PV = 0             # 1 (opt-in; H100: correct, 1-3.5 % slower, docs/perf-notes.md "Session 21"): the P.V
-                       # warpgroups read P from shared memory once per page (into registers, the A operand of both
-                       # m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per wgmma, 16 KB
+ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without; docs/perf-notes.md "Session 21"):
+                       # the P.V warpgroups read P from shared memory once per page (into registers, the A operand of
+                       # both m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per wgmma, 16 KB
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0)
