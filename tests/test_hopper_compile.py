@@ -66,6 +66,7 @@ WS_KERNELS = {
     "pair-flashmla-order": (255, PAIR_SPILL_BUDGET, True),   # P0_FIRST = PV0_FIRST = 0: FlashMLA's own order
     "pair-exact": (255, PAIR_SPILL_BUDGET, True),            # LAZY = 0: O rescaled on every page (FlashMLA)
     "pair-early": (255, PAIR_SPILL_BUDGET, True),            # EARLY_P0 = 1: P0 published before sc1 is in
+    "pair-asm": (255, 64, False),   # ASM_S = 1: S from inline PTX (opt-in): 56 B of spills, no ptxas notes
 }
 
 

@@ -99,3 +99,33 @@ def mma_wait4(o0, o1, o2, o3, N: gl.constexpr):
     """``wgmma.wait_group N`` with four m64n64 accumulators tied through it."""
     return gl.inline_asm_elementwise(_wait_asm(N), _TIED128, [o0, o1, o2, o3],
                                      dtype=(gl.float32, gl.float32, gl.float32, gl.float32), is_pure=False, pack=32)
+
+
+_TIED32_RA = gl.constexpr(",".join(["=f"] * 32 + [str(i) for i in range(32)] + ["r"] * 16))
+
+
+@gluon.constexpr_function
+def _tile_ra_asm(b_off, bf16):
+    """PTX: the four m64n64k16 wgmmas of one 64 x 64 tile with A from registers ($64..$79: a [64, 64] 16-bit tensor in
+    the m64n64 accumulator layout, in pairs; k-step kk reads $64+4kk..+3), B (K-major) at global_smem + b_off,
+    accumulating into $0..$31 (tied to $32..$63); one commit group."""
+    t = "bf16" if bf16 else "f16"
+    acc = ", ".join(f"${i}" for i in range(32))
+    lines = ["{ .reg .b64 d0, db; .reg .b32 a; .reg .pred q;",
+             "mov.u32 a, global_smem;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;", f"or.b64 d0, d0, {DESC_HI};",
+             "setp.eq.b32 q, 0, 0;", "wgmma.fence.sync.aligned;"]
+    for kk in range(4):
+        a = ", ".join(f"${64 + 4 * kk + i}" for i in range(4))
+        lines.append(f"add.s64 db, d0, {(b_off + 32 * kk) >> 4};")
+        lines.append(f"wgmma.mma_async.sync.aligned.m64n64k16.f32.{t}.{t} {{{acc}}}, {{{a}}}, db, q, 1, 1, 0;")
+    lines.append("wgmma.commit_group.sync.aligned; }")
+    return "\n\t".join(lines)
+
+
+@gluon.jit
+def tile_mma_ra(s, a, B_OFF: gl.constexpr, BF16: gl.constexpr):
+    """``s += a B^T`` over one 64 x 64 tile, issued asynchronously (one commit group); ``s``: [64, 64] fp32 in the m64n64
+    wgmma accumulator layout; ``a``: [64, 64] 16-bit in that same layout (wgmma's A-register layout); B at byte
+    ``B_OFF`` of the CTA's shared memory (K-major, 128-byte swizzle)."""
+    return gl.inline_asm_elementwise(_tile_ra_asm(B_OFF, BF16), _TIED32_RA, [s, a], dtype=gl.float32,
+                                     is_pure=False, pack=32)

@@ -54,6 +54,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+from . import asm_mma as AM
 from . import cluster as CL
 from .kernel import _part_meta, _running_max, _split_slot, _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o
 from .ws_kernel import _named_bar, _row_limits, _stamp
@@ -85,12 +86,15 @@ EARLY_P0 = 0           # 1 (needs LAZY, not with PV0_FIRST; H100: level with 0, 
                        # in all its rows (LAZY: almost every pair) and otherwise rescales it in shared memory first.
                        # Takes the sc1 wait and P0's rescale off the chain wg0 softmax -> P0 published -> wg1's
                        # P0 V0R -> refill of stage 0
+ASM_S = 0              # 1 (opt-in; needs RAW and RQ_REG): S's wgmmas (the 8 latent tiles and the rope tile, its A from
+                       # registers) from inline PTX with their descriptors on the uniform datapath (asm_mma.py, as
+                       # ws2_kernel.ASM_S), Q's offset from the first compile (raw_constants)
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
-RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0)
+RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0, Q_OFF=0)
 # positions in ``RC``, the kernel's one constexpr tuple of these settings (the partitions pass it down whole)
 (RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST, RC_LAZY,
- RC_EARLY_P0) = (gl.constexpr(i) for i in range(11))
+ RC_EARLY_P0, RC_ASM_S, RC_Q_OFF) = (gl.constexpr(i) for i in range(13))
 
 NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -282,22 +286,38 @@ def _s_tiles(s, T0: gl.constexpr, T1: gl.constexpr, FIRST: gl.constexpr, q3, kt3
     """Issue S (+)= Q[:, tile] K[:, tile]^T (async) for latent tiles T0 .. T1-1 of the page in ``STAGE``, each after
     its mbarrier (FIRST: the first one overwrites S). A loop over the tiles, so that each tile's wgmma descriptors are
     computed in the loop rather than hoisted out of the page loop (64 of them would stay live). Each tile's wgmma
-    group is allowed to stay in flight behind the next one, plus ``PENDING`` older groups."""
-    _bar_wait(bars, NT * STAGE + T0, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
-    s = warpgroup_mma(q3.index(T0), kt3.index(T0).permute((1, 0)), s, use_acc=not FIRST, is_async=True)
-    s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
-    for t in range(T0 + 1, T1):
-        _bar_wait(bars, NT * STAGE + t, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
-        s = warpgroup_mma(q3.index(t), kt3.index(t).permute((1, 0)), s, is_async=True)
+    group is allowed to stay in flight behind the next one, plus ``PENDING`` older groups. ASM_S: the tiles
+    unrolled, each from inline PTX (``asm_mma.tile_mma``: constant descriptors, nothing to hoist)."""
+    if RC[RC_ASM_S]:
+        TILE: gl.constexpr = q3.shape[1] * q3.shape[2] * (q3.dtype.primitive_bitwidth // 8)
+        BF16: gl.constexpr = q3.dtype == gl.bfloat16
+        for t in gl.static_range(T0, T1):
+            _bar_wait(bars, NT * STAGE + t, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
+            s = AM.tile_mma(s, RC[RC_Q_OFF] + t * TILE, RC[RC_KV_OFF] + (STAGE * (NT - 1) + t) * TILE,
+                            FIRST and t == T0, BF16)
+            s = AM.mma_wait(s, 1 + PENDING)
+    else:
+        _bar_wait(bars, NT * STAGE + T0, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
+        s = warpgroup_mma(q3.index(T0), kt3.index(T0).permute((1, 0)), s, use_acc=not FIRST, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
+        for t in range(T0 + 1, T1):
+            _bar_wait(bars, NT * STAGE + t, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
+            s = warpgroup_mma(q3.index(t), kt3.index(t).permute((1, 0)), s, is_async=True)
+            s = warpgroup_mma_wait(num_outstanding=1 + PENDING, deps=(s,))
     return s
 
 
 @gluon.jit
 def _s_rope(s, rq, kr, bars, STAGE: gl.constexpr, ph, base, RC: gl.constexpr):
-    """Issue S += Q_rope K_rope^T (async) once the rope tile of ``STAGE`` has landed; Q's rope tile from registers."""
+    """Issue S += Q_rope K_rope^T (async) once the rope tile of ``STAGE`` has landed; Q's rope tile from registers
+    (ASM_S: in S's layout, the wgmma from inline PTX, ``asm_mma.tile_mma_ra``)."""
     _bar_wait(bars, NT * STAGE + NT - 1, ph, base, RC[RC_BAR_OFF], RC[RC_RAW])
-    return warpgroup_mma(rq, kr.permute((1, 0)), s, is_async=True)
+    if RC[RC_ASM_S]:
+        TILE: gl.constexpr = kr.shape[0] * kr.shape[1] * (kr.dtype.primitive_bitwidth // 8)
+        s = AM.tile_mma_ra(s, rq, RC[RC_KR_OFF] + STAGE * TILE, kr.dtype == gl.bfloat16)
+    else:
+        s = warpgroup_mma(rq, kr.permute((1, 0)), s, is_async=True)
+    return s
 
 
 @gluon.jit
@@ -571,7 +591,9 @@ def _pair_wg(WG: gl.constexpr,
                          5, NCHUNK)
             fence_async_shared()
             _bar(BAR_CTA, False)
-            if RQ_REG:
+            if RC[RC_ASM_S]:   # in S's (the m64n64 accumulator) layout, which is wgmma's A-register layout
+                rq = qr_smem.load(s_layout)
+            elif RQ_REG:
                 rq = qr_smem.load(rq_layout)      # Q's rope tile: the register A operand of the rope wgmma
             else:
                 rq = qr_smem
@@ -646,9 +668,11 @@ def mla_decode_pair_kernel(
     KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
     VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
+    ASM_S: gl.constexpr = 0, Q_OFF: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
     gl.static_assert((EARLY_P0 == 0) | ((LAZY != 0) & (PV0_FIRST == 0)), "EARLY_P0: with LAZY, not with PV0_FIRST")
+    gl.static_assert((ASM_S == 0) | ((RAW != 0) & (RQ_REG != 0)), "ASM_S: with RAW and RQ_REG")
     dtype: gl.constexpr = k_desc.dtype
     # shared memory: Q 72 KB (its rope tile read once into registers per chunk) + 2 x 72 KB pages (P0 over stage
     # 0's rope tile) + P1 8 KB
@@ -668,7 +692,8 @@ def mla_decode_pair_kernel(
         mbarrier.init(bars.index(i), count=1)
     fence_async_shared()
 
-    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST, LAZY, EARLY_P0)
+    RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST, LAZY, EARLY_P0,
+                        ASM_S, Q_OFF)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
@@ -690,4 +715,5 @@ def raw_constants(first_compile) -> dict:
     offs = CL.smem_offsets(first_compile)
     kd, vd = CL.tensormap_params(first_compile.asm["ptx"], KERNEL_NAME.value)[:2]
     return dict(KV_OFF=CL.find_offset(offs, "2x64x512x"), KR_OFF=CL.find_offset(offs, "2x64x64x"),
-                BAR_OFF=CL.find_offset(offs, f"{2 * NT.value}x1xi64"), KD_PARAM=kd, VD_PARAM=vd)
+                BAR_OFF=CL.find_offset(offs, f"{2 * NT.value}x1xi64"), KD_PARAM=kd, VD_PARAM=vd,
+                Q_OFF=CL.find_offset(offs, "64x512x"))
