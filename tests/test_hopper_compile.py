@@ -67,6 +67,7 @@ WS_KERNELS = {
     "pair-exact": (255, PAIR_SPILL_BUDGET, True),            # LAZY = 0: O rescaled on every page (FlashMLA)
     "pair-early": (255, PAIR_SPILL_BUDGET, True),            # EARLY_P0 = 1: P0 published before sc1 is in
     "pair-asm": (255, 64, False),   # ASM_S = 1: S from inline PTX (opt-in): 56 B of spills, no ptxas notes
+    "pair-asmpv": (255, 64, False),  # and ASM_PV = 1: P.V from inline PTX too (opt-in): 8 B
 }
 
 

@@ -129,3 +129,46 @@ def tile_mma_ra(s, a, B_OFF: gl.constexpr, BF16: gl.constexpr):
     ``B_OFF`` of the CTA's shared memory (K-major, 128-byte swizzle)."""
     return gl.inline_asm_elementwise(_tile_ra_asm(B_OFF, BF16), _TIED32_RA, [s, a], dtype=gl.float32,
                                      is_pure=False, pack=32)
+
+
+# O (64 x 256 of one warpgroup) += P V as m64n256k16 wgmmas, O held as four m64n64 quarters (pair_kernel.ASM_PV)
+_TIED128_RA = gl.constexpr(",".join(["=f"] * 128 + [str(i) for i in range(128)] + ["r"] * 16))
+_TIED128_SS = gl.constexpr(",".join(["=f"] * 128 + [str(i) for i in range(128)]))
+
+
+@gluon.constexpr_function
+def _pv256_asm(a_off, b_off, bf16):
+    """PTX: O[:, 0:256] += P V over one page (four m64n256k16 wgmmas, one commit group). O: $0..$127 (four m64n64
+    quarters, tied to $128..$255). ``a_off`` None: P from registers ($256..$271, the m64n64 accumulator layout in
+    16-bit pairs); else P at global_smem + a_off (K-major, 128-byte swizzle). V (MN-major) at global_smem + b_off."""
+    t = "bf16" if bf16 else "f16"
+    acc = ", ".join(f"${i}" for i in range(128))
+    lines = ["{ .reg .b64 d0, da, db; .reg .b32 a; .reg .pred q;",
+             "mov.u32 a, global_smem;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;", "setp.eq.b32 q, 0, 0;",
+             "wgmma.fence.sync.aligned;"]
+    for kk in range(4):   # k-steps of 16 keys
+        lines.append(f"add.s64 db, d0, {DESC_HI_V + ((b_off + 2048 * kk) >> 4)};")
+        if a_off is None:
+            a = ", ".join(f"${256 + 4 * kk + i}" for i in range(4))
+            lines.append(f"wgmma.mma_async.sync.aligned.m64n256k16.f32.{t}.{t} {{{acc}}}, {{{a}}}, db, q, 1, 1, 1;")
+        else:
+            lines.append(f"add.s64 da, d0, {DESC_HI + ((a_off + 32 * kk) >> 4)};")
+            lines.append(f"wgmma.mma_async.sync.aligned.m64n256k16.f32.{t}.{t} {{{acc}}}, da, db, q, 1, 1, 0, 1;")
+    lines.append("wgmma.commit_group.sync.aligned; }")
+    return "\n\t".join(lines)
+
+
+@gluon.jit
+def pv256_ra(o, p, B_OFF: gl.constexpr, BF16: gl.constexpr):
+    """``o += p @ V`` issued asynchronously (one commit group); ``o``: a tuple of four [64, 64] fp32 quarters (output
+    columns 0-63 .. 192-255) in the m64n64 wgmma accumulator layout; ``p``: [64, 64] 16-bit in that layout (the A
+    operand from registers); V: 64 keys x 256 columns (four 64-column tiles, 8 KB apart) at byte ``B_OFF``."""
+    return gl.inline_asm_elementwise(_pv256_asm(None, B_OFF, BF16), _TIED128_RA, [o[0], o[1], o[2], o[3], p],
+                                     dtype=(gl.float32, gl.float32, gl.float32, gl.float32), is_pure=False, pack=32)
+
+
+@gluon.jit
+def pv256_ss(o, A_OFF: gl.constexpr, B_OFF: gl.constexpr, BF16: gl.constexpr):
+    """As ``pv256_ra`` with P (64 x 64, K-major) in shared memory at byte ``A_OFF``."""
+    return gl.inline_asm_elementwise(_pv256_asm(A_OFF, B_OFF, BF16), _TIED128_SS, [o[0], o[1], o[2], o[3]],
+                                     dtype=(gl.float32, gl.float32, gl.float32, gl.float32), is_pure=False, pack=32)

@@ -116,7 +116,7 @@ def compile_sm90_pair(dtype_str: str = "bf16", causal: bool = True, **overrides)
     consts = {"CAUSAL": causal, "num_warps": P.NUM_WARPS, "WG1_REGS": P.WG1_REGS, "RQ_REG": int(P.RQ_REG),
               "RAW": int(P.RAW), "P0_FIRST": int(P.P0_FIRST),
               "HINT": int(P.HINT), "PV0_FIRST": int(P.PV0_FIRST), "LAZY": int(P.LAZY), "EARLY_P0": int(P.EARLY_P0),
-              "ASM_S": int(P.ASM_S), "TRACE": 0, **P.RAW_ZERO, **overrides}
+              "ASM_S": int(P.ASM_S), "ASM_PV": int(P.ASM_PV), "TRACE": 0, **P.RAW_ZERO, **overrides}
     opts = {"num_warps": P.NUM_WARPS}
     if consts["RAW"]:   # two compiles, as the launcher does (pair_kernel.raw_constants)
         return _compile_twice(P.mla_decode_pair_kernel, dtype_str, consts, opts, P.V_BOX, P.raw_constants)
@@ -163,7 +163,8 @@ def stats(compiled) -> dict:
 # through Gluon's TMA / mbarrier ops; the flags measured on 2026-12-07, docs/perf-notes.md "Session 16")
 _PAIR_FLAGS = {"": {}, "raw0": {"RAW": 0}, "p0first-hint": {"P0_FIRST": 1, "HINT": 1},
                "flashmla-order": {"P0_FIRST": 0, "PV0_FIRST": 0}, "exact": {"LAZY": 0},
-               "early": {"EARLY_P0": 1}, "asm": {"ASM_S": 1}}
+               "early": {"EARLY_P0": 1}, "asm": {"ASM_S": 1},
+               "asmpv": {"ASM_S": 1, "ASM_PV": 1}}
 
 # ``report`` kind suffix ("ws-<suffix>" / "ws2-<suffix>") -> the module constants it overrides
 _VARIANT_FLAGS = {

@@ -200,7 +200,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         launch = _launch_pair
         variant = dict(WG1_REGS=P.WG1_REGS, RQ_REG=int(P.RQ_REG), RAW=int(P.RAW), P0_FIRST=int(P.P0_FIRST),
                        HINT=int(P.HINT), PV0_FIRST=int(P.PV0_FIRST), LAZY=int(P.LAZY), EARLY_P0=int(P.EARLY_P0),
-                       ASM_S=int(P.ASM_S),
+                       ASM_S=int(P.ASM_S), ASM_PV=int(P.ASM_PV),
                        **P.RAW_ZERO,
                        TRACE=P.TRACE_BUF is not None, num_warps=P.NUM_WARPS)
     elif cfg in _SEESAW_CHAIN:      # experimental warp-specialized variants (opt-in)

@@ -89,12 +89,15 @@ EARLY_P0 = 0           # 1 (needs LAZY, not with PV0_FIRST; H100: level with 0, 
 ASM_S = 0              # 1 (opt-in; needs RAW and RQ_REG): S's wgmmas (the 8 latent tiles and the rope tile, its A from
                        # registers) from inline PTX with their descriptors on the uniform datapath (asm_mma.py, as
                        # ws2_kernel.ASM_S), Q's offset from the first compile (raw_constants)
+ASM_PV = 0             # 1 (opt-in; needs ASM_S): the P.V wgmmas (m64n256: P from registers or shared memory) from
+                       # inline PTX too (asm_mma.pv256_ra / pv256_ss), O held as four m64n64 quarters in S's layout
+                       # (so P and the row scales need no layout conversion); P1's offset from raw_constants
 TRACE_BUF = None       # diagnostics: an int64 cuda tensor of 256 * 16 -> per-pair SM clocks of CTA 0 (TRACE)
 KERNEL_NAME = gl.constexpr("mla_decode_pair_kernel")
-RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0, Q_OFF=0)
+RAW_ZERO = dict(KV_OFF=0, KR_OFF=0, BAR_OFF=0, KD_PARAM=0, VD_PARAM=0, Q_OFF=0, P1_OFF=0)
 # positions in ``RC``, the kernel's one constexpr tuple of these settings (the partitions pass it down whole)
 (RC_RAW, RC_KV_OFF, RC_KR_OFF, RC_BAR_OFF, RC_KD_PARAM, RC_VD_PARAM, RC_P0_FIRST, RC_HINT, RC_PV0_FIRST, RC_LAZY,
- RC_EARLY_P0, RC_ASM_S, RC_Q_OFF) = (gl.constexpr(i) for i in range(13))
+ RC_EARLY_P0, RC_ASM_S, RC_Q_OFF, RC_ASM_PV, RC_P1_OFF) = (gl.constexpr(i) for i in range(15))
 
 NT = gl.constexpr(9)           # 64 x 64 tiles per page: 8 latent + the rope tile (index 8)
 BAR_CTA = gl.constexpr(8)      # both warpgroups: chunk boundaries, row-sum exchange
@@ -334,18 +337,66 @@ def _masked(s, n, lim, lim_lo, PAGE: gl.constexpr):
 
 
 @gluon.jit
+def _o_scale(acc, sc, RC: gl.constexpr):
+    """O's rows times ``sc`` (S's row layout; LAZY: ``_lazy_scale``); O one m64n256 accumulator, or (ASM_PV) a tuple
+    of four m64n64 quarters in S's layout."""
+    if RC[RC_ASM_PV]:
+        out = (_lazy_scale(acc[0], sc, RC[RC_LAZY]), _lazy_scale(acc[1], sc, RC[RC_LAZY]),
+               _lazy_scale(acc[2], sc, RC[RC_LAZY]), _lazy_scale(acc[3], sc, RC[RC_LAZY]))
+    else:
+        out = _lazy_scale(acc, gl.convert_layout(sc, gl.SliceLayout(1, acc.type.layout)), RC[RC_LAZY])
+    return out
+
+
+@gluon.jit
+def _o_pv_reg(acc, pb, kv, COL0: gl.constexpr, STAGE: gl.constexpr, RC: gl.constexpr):
+    """O += P V[:, COL0 : COL0 + 256] (async), P (``pb``, 16-bit, S's layout) from registers, V the page in ring
+    stage ``STAGE`` (``kv``)."""
+    HALF: gl.constexpr = kv.shape[1] // 2
+    if RC[RC_ASM_PV]:
+        EB: gl.constexpr = kv.dtype.primitive_bitwidth // 8
+        out = AM.pv256_ra(acc, pb, RC[RC_KV_OFF] + STAGE * kv.shape[0] * kv.shape[1] * EB + COL0 * kv.shape[0] * EB,
+                          kv.dtype == gl.bfloat16)
+    else:
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc.type.layout, k_width=2)
+        out = warpgroup_mma(gl.convert_layout(pb, a_layout), kv.slice(COL0, HALF, dim=1), acc, is_async=True)
+    return out
+
+
+@gluon.jit
+def _o_pv_smem(acc, p_smem, P_OFF: gl.constexpr, kv, COL0: gl.constexpr, STAGE: gl.constexpr, RC: gl.constexpr):
+    """As ``_o_pv_reg`` with P in shared memory (``p_smem``, at byte ``P_OFF`` for ASM_PV)."""
+    HALF: gl.constexpr = kv.shape[1] // 2
+    if RC[RC_ASM_PV]:
+        EB: gl.constexpr = kv.dtype.primitive_bitwidth // 8
+        out = AM.pv256_ss(acc, P_OFF,
+                          RC[RC_KV_OFF] + STAGE * kv.shape[0] * kv.shape[1] * EB + COL0 * kv.shape[0] * EB,
+                          kv.dtype == gl.bfloat16)
+    else:
+        out = warpgroup_mma(p_smem, kv.slice(COL0, HALF, dim=1), acc, is_async=True)
+    return out
+
+
+@gluon.jit
+def _o_wait(acc, N: gl.constexpr, RC: gl.constexpr):
+    """``wgmma.wait_group N`` with O tied through it."""
+    if RC[RC_ASM_PV]:
+        out = AM.mma_wait4(acc[0], acc[1], acc[2], acc[3], N)
+    else:
+        out = warpgroup_mma_wait(num_outstanding=N, deps=(acc,))
+    return out
+
+
+@gluon.jit
 def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_row, q3, rq,
               kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, bars, k_desc, v_desc,
               LAST: gl.constexpr, PAGE: gl.constexpr, CHUNK: gl.constexpr, trace_ptr, it, TRACE: gl.constexpr,
               base, RC: gl.constexpr):
     """Warpgroup 0's share of pair (k0, k0 + 1); ``s`` = S of page k0. Returns S of page k0 + 2 (unless LAST)."""
     dtype: gl.constexpr = kv_smem.dtype
-    HALF: gl.constexpr = acc.shape[1]
+    HALF: gl.constexpr = kv_smem.shape[2] // 2
     NV: gl.constexpr = kv_smem.shape[2] // CHUNK
-    o_layout: gl.constexpr = acc.type.layout
-    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     s_row: gl.constexpr = gl.SliceLayout(1, s.type.layout)
-    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     kv0 = kv_smem.index(0)
     kv1 = kv_smem.index(1)
@@ -374,9 +425,9 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     _stamp(trace_ptr, it, 1, TRACE)
     # ---- O0 = O0 * sc0 + P0 V0-left (P0 from registers) ----
     _ss_zero_v(kv0, end - k0 * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
-    acc = _lazy_scale(acc, gl.convert_layout(sc0, o_row), RC[RC_LAZY])
-    acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv0.slice(0, HALF, dim=1), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    acc = _o_scale(acc, sc0, RC)
+    acc = _o_pv_reg(acc, pb, kv0, 0, 0, RC)
+    acc = _o_wait(acc, 0, RC)
     _stamp(trace_ptr, it, 2, TRACE)
     # ---- warpgroup 1's max is in; tiles 0-3 of stage 0 are free: the next pair's first page ----
     _bar(BAR_SC1, False)
@@ -394,17 +445,17 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, 0, NV // 2, pg0, base, RC, PAGE, CHUNK)
     _stamp(trace_ptr, it, 3, TRACE)
     l_i = l_i * sc1
-    acc = _lazy_scale(acc, gl.convert_layout(sc1, o_row), RC[RC_LAZY])
+    acc = _o_scale(acc, sc1, RC)
     _ss_zero_v(kv1, end - (k0 + 1) * PAGE, 0, ld_layout, PAGE, HALF, CHUNK)
     # ---- O0 += P1 V1-left (P1 from warpgroup 1 through shared memory) ----
     _bar(BAR_P1, False)
     _stamp(trace_ptr, it, 4, TRACE)
-    acc = warpgroup_mma(p1_smem, kv1.slice(0, HALF, dim=1), acc, is_async=True)
+    acc = _o_pv_smem(acc, p1_smem, RC[RC_P1_OFF], kv1, 0, 1, RC)
     if not LAST:
         # S of page k0 + 2 on tiles 0-3 (issued right after P0 V0L: landed by now) under P1 V1L
         kt0 = kv0._reinterpret(dtype, [NV, PAGE, CHUNK], kr_smem.layout)
         s = _s_tiles(s, 0, NV // 2, True, q3, kt0, bars, 0, ph, base, RC, 1)
-        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        acc = _o_wait(acc, 1, RC)
         _stamp(trace_ptr, it, 5, TRACE)
         if has3:   # V1-left free: the next pair's second page, tiles 0-3
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, 0, NV // 2, pg1, base, RC, PAGE, CHUNK)
@@ -414,7 +465,7 @@ def _wg0_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
         _stamp(trace_ptr, it, 6, TRACE)
         ph = ph ^ 1
     else:
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        acc = _o_wait(acc, 0, RC)
     return s, acc, l_i, ph
 
 
@@ -426,12 +477,9 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     """Warpgroup 1's share of pair (k0, k0 + 1); ``s`` = S of page k0 + 1 (stale if that page does not exist: its
     scores are all masked). Returns S of page k0 + 3 (unless LAST, or that page does not exist)."""
     dtype: gl.constexpr = kv_smem.dtype
-    HALF: gl.constexpr = acc.shape[1]
+    HALF: gl.constexpr = kv_smem.shape[2] // 2
     NV: gl.constexpr = kv_smem.shape[2] // CHUNK
-    o_layout: gl.constexpr = acc.type.layout
-    o_row: gl.constexpr = gl.SliceLayout(1, o_layout)
     s_row: gl.constexpr = gl.SliceLayout(1, s.type.layout)
-    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     k1 = k0 + 1
     kv0 = kv_smem.index(0)
@@ -462,26 +510,26 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
     p1_smem.store(pb)
     _stamp(trace_ptr, it, 10, TRACE)
     _ss_zero_v(kv1, end - k1 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-    acc = _lazy_scale(acc, gl.convert_layout(scale, o_row), RC[RC_LAZY])
+    acc = _o_scale(acc, scale, RC)
     if RC[RC_PV0_FIRST]:
         # ---- PV0_FIRST: O1 = O1 * sc0 * sc1 + (P0 sc1) V0-right + P1 V1-right: stage 0's tiles 4-8, which
         # warpgroup 0's next S waits for, are refilled one P V earlier ----
         fence_async_shared()
         _bar(BAR_P0, False)
         _ss_zero_v(kv0, end - k0 * PAGE, 1, ld_layout, PAGE, HALF, CHUNK)
-        acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
-        acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
+        acc = _o_pv_smem(acc, p0_smem, RC[RC_KR_OFF], kv0, HALF, 0, RC)
+        acc = _o_pv_reg(acc, pb, kv1, HALF, 1, RC)
         _bar(BAR_P1, True)
         _stamp(trace_ptr, it, 11, TRACE)
         if not LAST:
-            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
+            acc = _o_wait(acc, 1, RC)     # P0 V0R done: V0-right + rope (P0) free
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P1 V1R done: V1-right + rope free
+            acc = _o_wait(acc, 0, RC)     # P1 V1R done: V1-right + rope free
             if has3:
                 _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
     else:
         # ---- O1 = O1 * sc0 * sc1 + P1 V1-right (P1 from registers) ----
-        acc = warpgroup_mma(gl.convert_layout(pb, a_layout), kv1.slice(HALF, HALF, dim=1), acc, is_async=True)
+        acc = _o_pv_reg(acc, pb, kv1, HALF, 1, RC)
         fence_async_shared()
         # ---- O1 += (P0 sc1) V0-right; then P1 is released to warpgroup 0 ----
         _bar(BAR_P0, False)
@@ -492,14 +540,14 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
                 p0_smem.store((p0.to(gl.float32) * sc1[:, None]).to(dtype))
                 fence_async_shared()
                 gl.thread_barrier()
-        acc = warpgroup_mma(p0_smem, kv0.slice(HALF, HALF, dim=1), acc, is_async=True)
+        acc = _o_pv_smem(acc, p0_smem, RC[RC_KR_OFF], kv0, HALF, 0, RC)
         _bar(BAR_P1, True)
         _stamp(trace_ptr, it, 11, TRACE)
         if not LAST:
-            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))     # P1 V1R done: V1-right + rope free
+            acc = _o_wait(acc, 1, RC)     # P1 V1R done: V1-right + rope free
             if has3:
                 _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 1, NV // 2, NT, pg1, base, RC, PAGE, CHUNK)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))     # P0 V0R done: V0-right + rope (P0) free
+            acc = _o_wait(acc, 0, RC)     # P0 V0R done: V0-right + rope (P0) free
             _refill(k_desc, v_desc, kv_smem, kr_smem, bars, 0, NV // 2, NT, pg0, base, RC, PAGE, CHUNK)
     if not LAST:
         _stamp(trace_ptr, it, 12, TRACE)
@@ -512,7 +560,7 @@ def _wg1_pair(s, acc, l_i, ph, k0, n_end, end, lim, lim_lo, sm_scale_log2, bt_ro
             _stamp(trace_ptr, it, 14, TRACE)
             ph = ph ^ 1
     else:
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        acc = _o_wait(acc, 0, RC)
     return s, acc, l_i, ph
 
 
@@ -600,7 +648,13 @@ def _pair_wg(WG: gl.constexpr,
 
             rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             l_i = gl.zeros([BLOCK_M], gl.float32, layout=s_row)
-            acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
+            if RC[RC_ASM_PV]:   # O as four 64 x 64 quarters in S's layout
+                acc = (gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout),
+                       gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout),
+                       gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout),
+                       gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout))
+            else:
+                acc = gl.zeros([BLOCK_M, HALF], gl.float32, layout=o_layout)
             if mine:
                 s = _s_tiles(s, 0, NV, True, q3, kt, bars, WG, ph, base, RC)
                 s = _s_rope(s, rq, kr_smem.index(WG), bars, WG, ph, base, RC)
@@ -626,9 +680,15 @@ def _pair_wg(WG: gl.constexpr,
             empty = l_i == 0.0
             inv_l = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
             slot = _split_slot(num_splits_ptr, bi, begin_idx, begin_n_split, no_split)
-            _store_o(acc * gl.convert_layout(inv_l, o_row)[:, None], m0 + gl.arange(0, BLOCK_M, layout=o_row),
-                     WG * HALF + gl.arange(0, HALF, layout=o_col), bi, no_split, slot,
-                     out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            if RC[RC_ASM_PV]:
+                for j in gl.static_range(4):
+                    _store_o(acc[j] * inv_l[:, None], m0 + gl.arange(0, BLOCK_M, layout=s_row),
+                             WG * HALF + j * PAGE + gl.arange(0, PAGE, layout=gl.SliceLayout(0, s_layout)), bi,
+                             no_split, slot, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
+            else:
+                _store_o(acc * gl.convert_layout(inv_l, o_row)[:, None], m0 + gl.arange(0, BLOCK_M, layout=o_row),
+                         WG * HALF + gl.arange(0, HALF, layout=o_col), bi, no_split, slot,
+                         out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
             if WG == 0:
                 _store_lse(m_i + gl.log2(gl.where(empty, 1.0, l_i)), empty, rows_s, bi, no_split, slot, lse_ptr,
                            lacc_ptr, stride_lacc_b, R, H_Q, S_Q)
@@ -668,11 +728,12 @@ def mla_decode_pair_kernel(
     KV_OFF: gl.constexpr, KR_OFF: gl.constexpr, BAR_OFF: gl.constexpr, KD_PARAM: gl.constexpr,
     VD_PARAM: gl.constexpr,
     num_warps: gl.constexpr,
-    ASM_S: gl.constexpr = 0, Q_OFF: gl.constexpr = 0,
+    ASM_S: gl.constexpr = 0, Q_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, P1_OFF: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = warpgroup 0")
     gl.static_assert((EARLY_P0 == 0) | ((LAZY != 0) & (PV0_FIRST == 0)), "EARLY_P0: with LAZY, not with PV0_FIRST")
     gl.static_assert((ASM_S == 0) | ((RAW != 0) & (RQ_REG != 0)), "ASM_S: with RAW and RQ_REG")
+    gl.static_assert((ASM_PV == 0) | (ASM_S != 0), "ASM_PV: with ASM_S")
     dtype: gl.constexpr = k_desc.dtype
     # shared memory: Q 72 KB (its rope tile read once into registers per chunk) + 2 x 72 KB pages (P0 over stage
     # 0's rope tile) + P1 8 KB
@@ -693,7 +754,7 @@ def mla_decode_pair_kernel(
     fence_async_shared()
 
     RC: gl.constexpr = (RAW, KV_OFF, KR_OFF, BAR_OFF, KD_PARAM, VD_PARAM, P0_FIRST, HINT, PV0_FIRST, LAZY, EARLY_P0,
-                        ASM_S, Q_OFF)
+                        ASM_S, Q_OFF, ASM_PV, P1_OFF)
     gl.warp_specialize([
         (_pair_wg, (0, q_ptr, stride_qb, stride_qs, stride_qh,
                     q_smem, qr_smem, kv_smem, kr_smem, p1_smem, sm_smem, sc0_smem, sc1_smem, lx_smem, bars,
@@ -716,4 +777,12 @@ def raw_constants(first_compile) -> dict:
     kd, vd = CL.tensormap_params(first_compile.asm["ptx"], KERNEL_NAME.value)[:2]
     return dict(KV_OFF=CL.find_offset(offs, "2x64x512x"), KR_OFF=CL.find_offset(offs, "2x64x64x"),
                 BAR_OFF=CL.find_offset(offs, f"{2 * NT.value}x1xi64"), KD_PARAM=kd, VD_PARAM=vd,
-                Q_OFF=CL.find_offset(offs, "64x512x"))
+                Q_OFF=CL.find_offset(offs, "64x512x"), P1_OFF=_second_64x64(offs))
+
+
+def _second_64x64(offs) -> int:
+    """P1's offset: of the two 64 x 64 allocations, Q's rope tile comes first in program order, P1 second."""
+    hits = [o for o, t in offs if t.startswith("!ttg.memdesc<64x64x")]
+    if len(hits) != 2:
+        raise RuntimeError(f"expected two 64 x 64 shared allocations (Q's rope, P1), found {len(hits)}: {offs}")
+    return hits[1]
