@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|fmtrace|cluster|asmwgmma]...
+#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|fmtrace|pairtrace|cluster|asmwgmma]...
 #        (default: tests ceilings bench)
 #   ceilings: this card's copy bandwidth and bf16 matmul rate, as the anchors' run recorded them (two lent H100s ran
 #        the same memory-bound kernels ~3 % apart: docs/perf-notes.md, session 13)
@@ -13,6 +13,8 @@
 #   fmtrace: FlashMLA's per-pair clock stamps (benchmarks/trace_flashmla.py; carry .flashmla_src), then trace_pair.py and
 #        trace_ws.py (ws2) on the same shapes (FM_SHAPES, ';'-separated, default "8192 128 2 0")
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
+#   pairtrace: trace_pair.py (the paired kernel's per-pair SM clock stamps) on PT_SHAPE (default "8192 128 2 0")
+#        under each of PT_SETS (';'-separated sets of pair_kernel constants, default ";ASM_S=1;ASM_S=1 ASM_PV=1")
 #   asmwgmma: inline-PTX wgmma (uniform descriptors) against Gluon's: S checked against torch, S loop timed
 #        (benchmarks/experiments/asm_wgmma/run_gpu.py)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
@@ -81,6 +83,11 @@ for step in $steps; do
                python3 benchmarks/trace_pair.py $sh > "$OUT/trace_pair_$tag.txt" 2>&1; tail -n 1 "$OUT/trace_pair_$tag.txt"
                python3 benchmarks/trace_ws.py $sh kernel=ws2 > "$OUT/trace_ws2_$tag.txt" 2>&1; tail -n 1 "$OUT/trace_ws2_$tag.txt"
              done ;;
+    pairtrace) IFS=';' read -ra sets <<< "${PT_SETS:-;ASM_S=1;ASM_S=1 ASM_PV=1}"   # the paired kernel's per-pair steps
+               for st in "${sets[@]}"; do tag=${st// /_}; tag=${tag//=/}
+                 python3 benchmarks/trace_pair.py ${PT_SHAPE:-8192 128 2 0} $st > "$OUT/trace_pair_${tag:-default}.txt" 2>&1
+                 echo "pair ${st:-default}: $(tail -n 1 "$OUT/trace_pair_${tag:-default}.txt")"
+               done ;;
     asmwgmma) (cd benchmarks/experiments/asm_wgmma && timeout 150 python3 run_gpu.py) > "$OUT/asm_wgmma.log" 2>&1
               echo "asm_wgmma: exit $?"; grep -E "check|loop" "$OUT/asm_wgmma.log" ;;
     cluster) (cd benchmarks/experiments/cluster_multicast && timeout 150 python3 run_gpu.py) > "$OUT/cluster.log" 2>&1
