@@ -17,25 +17,94 @@ from triton.experimental.gluon import language as gl
 # high bits of the descriptor: 128-byte swizzle (bits 62-63 = 1), stride byte offset 1024 B (bits 32-45, 16-byte
 # units), leading byte offset 0: the constant Triton 3.6 builds for these tiles
 DESC_HI = (1 << 62) | ((1024 >> 4) << 32)
-_TIED32 = gl.constexpr(",".join(["=f"] * 32 + [str(i) for i in range(32)]))
+# B = V, MN-major (P.V): the 64-column tiles of a page row are 8 KB apart, leading byte offset 8192 (bits 16-29);
+# Triton 3.6 builds the same
+DESC_HI_V = DESC_HI | ((8192 >> 4) << 16)
+
+
+def _tied(n_acc, extra=""):
+    """Constraints: ``n_acc`` fp32 outputs tied to the first ``n_acc`` inputs, then ``extra`` (more inputs)."""
+    return ",".join(["=f"] * n_acc + [str(i) for i in range(n_acc)]) + extra
+
+
+_TIED32 = gl.constexpr(_tied(32))                           # S tile
+_TIED32_RA = gl.constexpr(_tied(32, ",r" * 16))             # S tile, A from registers
+_TIED64 = gl.constexpr(_tied(64, ",r" * 16 + ",r" * 32))    # m64n128 P.V: P, the stage offset (a splat)
+_TIED128 = gl.constexpr(_tied(128))                         # m64n256 P.V with P in shared memory; mma_wait4
+_TIED128_RA = gl.constexpr(_tied(128, ",r" * 16))           # m64n256 P.V, P from registers
+
+
+@gluon.constexpr_function
+def _wgmma_ptx(n, bf16, b_off, v_b, a_off=None, first=None, stage=False, fold_hi=True):
+    """PTX: four m64n{n}k16 wgmmas (one 64-deep slab, one commit group) accumulating into $0 .. $n/2-1 (fp32, tied
+    to the next n/2 inputs).
+    - A (64 x 64, 16-bit) at global_smem + ``a_off`` (K-major, 128-byte swizzle), or with ``a_off`` None from
+      registers: the 16 inputs after the tied ones, the m64n64 accumulator layout in 16-bit pairs, which is wgmma's
+      A-register layout (k-step kk reads 4 kk .. 4 kk + 3 of them).
+    - B at global_smem + ``b_off``, plus with ``stage`` the input after A's registers (a runtime byte offset, the
+      same in every lane): K (K-major, k-steps 32 bytes apart) or, ``v_b``, V (MN-major, k-steps 16 rows of 128
+      bytes apart).
+    - ``first`` True: the first k-step overwrites the accumulator (None: every k-step accumulates).
+    - ``fold_hi``: B's descriptor high bits are ORed into the base once (else every descriptor constant carries its
+      own)."""
+    t = "bf16" if bf16 else "f16"
+    n_acc = n // 2
+    a_reg = 2 * n_acc
+    acc = ", ".join(f"${i}" for i in range(n_acc))
+    b_hi, b_step, trans_b = (DESC_HI_V, 2048, 1) if v_b else (DESC_HI, 32, 0)
+    hi0 = b_hi if fold_hi else 0
+    lines = ["{ .reg .b64 d0, da, db; .reg .b32 a; .reg .pred " + ("p, q;" if first is not None else "q;"),
+             "mov.u32 a, global_smem;"]
+    if stage:
+        lines.append(f"add.u32 a, a, ${a_reg + 16};")
+    lines += ["cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;"]
+    if fold_hi:
+        lines.append(f"or.b64 d0, d0, {b_hi};")
+    if first is not None:
+        lines.append(f"setp.ne.b32 p, {0 if first else 1}, 0;")
+    lines += ["setp.eq.b32 q, 0, 0;", "wgmma.fence.sync.aligned;"]
+    for kk in range(4):
+        scale_d = "p" if first is not None and kk == 0 else "q"
+        if a_off is None:
+            a = "{" + ", ".join(f"${a_reg + 4 * kk + i}" for i in range(4)) + "}"
+            tail = f"1, 1, {trans_b}"
+        else:
+            lines.append(f"add.s64 da, d0, {DESC_HI - hi0 + ((a_off + 32 * kk) >> 4)};")
+            a, tail = "da", f"1, 1, 0, {trans_b}"
+        lines.append(f"add.s64 db, d0, {b_hi - hi0 + ((b_off + b_step * kk) >> 4)};")
+        lines.append(f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{acc}}}, {a}, db, {scale_d}, {tail};")
+    lines.append("wgmma.commit_group.sync.aligned; }")
+    return "\n\t".join(lines)
 
 
 @gluon.constexpr_function
 def _tile_asm(a_off, b_off, first, bf16):
     """PTX: the four m64n64k16 wgmmas of one 64 x 64 tile pair, accumulator $0..$31 (tied to $32..$63); A at
     global_smem + a_off, B at global_smem + b_off; ``first``: the first k-step overwrites the accumulator."""
-    t = "bf16" if bf16 else "f16"
-    acc = ", ".join(f"${i}" for i in range(32))
-    lines = ["{ .reg .b64 d0, da, db; .reg .b32 a; .reg .pred p, q;",
-             "mov.u32 a, global_smem;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;", f"or.b64 d0, d0, {DESC_HI};",
-             f"setp.ne.b32 p, {0 if first else 1}, 0;", "setp.eq.b32 q, 0, 0;", "wgmma.fence.sync.aligned;"]
-    for kk in range(4):   # k-steps of 16 elements: +32 bytes inside the swizzled 128-byte rows
-        lines.append(f"add.s64 da, d0, {(a_off + 32 * kk) >> 4};")
-        lines.append(f"add.s64 db, d0, {(b_off + 32 * kk) >> 4};")
-        lines.append(f"wgmma.mma_async.sync.aligned.m64n64k16.f32.{t}.{t} {{{acc}}}, da, db, "
-                     f"{'p' if kk == 0 else 'q'}, 1, 1, 0, 0;")
-    lines.append("wgmma.commit_group.sync.aligned; }")
-    return "\n\t".join(lines)
+    return _wgmma_ptx(64, bf16, b_off, False, a_off=a_off, first=first)
+
+
+@gluon.constexpr_function
+def _pv_asm(b_off, bf16):
+    """PTX: O[:, 0:128] += P V over one page (ws2's ASM_PV), four m64n128k16 wgmmas: the accumulator $0..$63 (two
+    m64n64 halves, tied to $64..$127), P $128..$143 from registers, the ring stage's byte offset $144; V at
+    global_smem + $144 + b_off."""
+    return _wgmma_ptx(128, bf16, b_off, True, stage=True)
+
+
+@gluon.constexpr_function
+def _tile_ra_asm(b_off, bf16):
+    """PTX: the four m64n64k16 wgmmas of one 64 x 64 tile with A from registers ($64..$79), B (K-major) at
+    global_smem + b_off, accumulating into $0..$31 (tied to $32..$63)."""
+    return _wgmma_ptx(64, bf16, b_off, False)
+
+
+@gluon.constexpr_function
+def _pv256_asm(a_off, b_off, bf16):
+    """PTX: O[:, 0:256] += P V over one page (pair_kernel's ASM_PV), four m64n256k16 wgmmas: O $0..$127 (four m64n64
+    quarters, tied to $128..$255); ``a_off`` None: P from registers ($256..$271), else at global_smem + a_off; V at
+    global_smem + b_off."""
+    return _wgmma_ptx(256, bf16, b_off, True, a_off=a_off, fold_hi=False)
 
 
 @gluon.constexpr_function
@@ -57,32 +126,6 @@ def mma_wait(s, N: gl.constexpr):
     return gl.inline_asm_elementwise(_wait_asm(N), _TIED32, [s], dtype=gl.float32, is_pure=False, pack=32)
 
 
-# P.V (ASM_PV): B = V, MN-major (the 64-column tiles of a page row are 8 KB apart: leading byte offset 8192, stride
-# byte offset 1024, 128-byte swizzle; Triton 3.6 builds the same), A = P from registers
-DESC_HI_V = (1 << 62) | ((1024 >> 4) << 32) | ((8192 >> 4) << 16)
-_TIED64 = gl.constexpr(",".join(["=f"] * 64 + [str(i) for i in range(64)] + ["r"] * 16 + ["r"] * 32))
-_TIED128 = gl.constexpr(",".join(["=f"] * 128 + [str(i) for i in range(128)]))
-
-
-@gluon.constexpr_function
-def _pv_asm(b_off, bf16):
-    """PTX: O[:, 0:128] += P V over one page, as four m64n128k16 wgmmas (one commit group). Operands: the
-    accumulator $0..$63 (two m64n64 halves, tied to $64..$127), P $128..$143 (the m64n64 accumulator layout in
-    16-bit pairs, which is wgmma's A-register layout: k-step kk reads $128+4kk..+3), the ring stage's byte offset
-    $144 (a runtime value, the same in every lane); V at global_smem + $144 + b_off."""
-    t = "bf16" if bf16 else "f16"
-    acc = ", ".join(f"${i}" for i in range(64))
-    lines = ["{ .reg .b64 d0, db; .reg .b32 a; .reg .pred q;",
-             "mov.u32 a, global_smem;", "add.u32 a, a, $144;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;",
-             f"or.b64 d0, d0, {DESC_HI_V};", "setp.eq.b32 q, 0, 0;", "wgmma.fence.sync.aligned;"]
-    for kk in range(4):   # k-steps of 16 keys: +16 rows of 128 bytes
-        a = ", ".join(f"${128 + 4 * kk + i}" for i in range(4))
-        lines.append(f"add.s64 db, d0, {(b_off + 2048 * kk) >> 4};")
-        lines.append(f"wgmma.mma_async.sync.aligned.m64n128k16.f32.{t}.{t} {{{acc}}}, {{{a}}}, db, q, 1, 1, 1;")
-    lines.append("wgmma.commit_group.sync.aligned; }")
-    return "\n\t".join(lines)
-
-
 @gluon.jit
 def pv_mma(o0, o1, p, stage_off, B_OFF: gl.constexpr, BF16: gl.constexpr):
     """``[o0 | o1] += p @ V`` issued asynchronously (one commit group): ``o0``, ``o1``: [64, 64] fp32, output columns
@@ -101,61 +144,15 @@ def mma_wait4(o0, o1, o2, o3, N: gl.constexpr):
                                      dtype=(gl.float32, gl.float32, gl.float32, gl.float32), is_pure=False, pack=32)
 
 
-_TIED32_RA = gl.constexpr(",".join(["=f"] * 32 + [str(i) for i in range(32)] + ["r"] * 16))
-
-
-@gluon.constexpr_function
-def _tile_ra_asm(b_off, bf16):
-    """PTX: the four m64n64k16 wgmmas of one 64 x 64 tile with A from registers ($64..$79: a [64, 64] 16-bit tensor in
-    the m64n64 accumulator layout, in pairs; k-step kk reads $64+4kk..+3), B (K-major) at global_smem + b_off,
-    accumulating into $0..$31 (tied to $32..$63); one commit group."""
-    t = "bf16" if bf16 else "f16"
-    acc = ", ".join(f"${i}" for i in range(32))
-    lines = ["{ .reg .b64 d0, db; .reg .b32 a; .reg .pred q;",
-             "mov.u32 a, global_smem;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;", f"or.b64 d0, d0, {DESC_HI};",
-             "setp.eq.b32 q, 0, 0;", "wgmma.fence.sync.aligned;"]
-    for kk in range(4):
-        a = ", ".join(f"${64 + 4 * kk + i}" for i in range(4))
-        lines.append(f"add.s64 db, d0, {(b_off + 32 * kk) >> 4};")
-        lines.append(f"wgmma.mma_async.sync.aligned.m64n64k16.f32.{t}.{t} {{{acc}}}, {{{a}}}, db, q, 1, 1, 0;")
-    lines.append("wgmma.commit_group.sync.aligned; }")
-    return "\n\t".join(lines)
-
 
 @gluon.jit
 def tile_mma_ra(s, a, B_OFF: gl.constexpr, BF16: gl.constexpr):
-    """``s += a B^T`` over one 64 x 64 tile, issued asynchronously (one commit group); ``s``: [64, 64] fp32 in the m64n64
-    wgmma accumulator layout; ``a``: [64, 64] 16-bit in that same layout (wgmma's A-register layout); B at byte
-    ``B_OFF`` of the CTA's shared memory (K-major, 128-byte swizzle)."""
+    """``s += a B^T`` over one 64 x 64 tile, issued asynchronously (one commit group); ``s``: [64, 64] fp32 in the
+    m64n64 wgmma accumulator layout; ``a``: [64, 64] 16-bit in that same layout (wgmma's A-register layout); B at
+    byte ``B_OFF`` of the CTA's shared memory (K-major, 128-byte swizzle)."""
     return gl.inline_asm_elementwise(_tile_ra_asm(B_OFF, BF16), _TIED32_RA, [s, a], dtype=gl.float32,
                                      is_pure=False, pack=32)
 
-
-# O (64 x 256 of one warpgroup) += P V as m64n256k16 wgmmas, O held as four m64n64 quarters (pair_kernel.ASM_PV)
-_TIED128_RA = gl.constexpr(",".join(["=f"] * 128 + [str(i) for i in range(128)] + ["r"] * 16))
-_TIED128_SS = gl.constexpr(",".join(["=f"] * 128 + [str(i) for i in range(128)]))
-
-
-@gluon.constexpr_function
-def _pv256_asm(a_off, b_off, bf16):
-    """PTX: O[:, 0:256] += P V over one page (four m64n256k16 wgmmas, one commit group). O: $0..$127 (four m64n64
-    quarters, tied to $128..$255). ``a_off`` None: P from registers ($256..$271, the m64n64 accumulator layout in
-    16-bit pairs); else P at global_smem + a_off (K-major, 128-byte swizzle). V (MN-major) at global_smem + b_off."""
-    t = "bf16" if bf16 else "f16"
-    acc = ", ".join(f"${i}" for i in range(128))
-    lines = ["{ .reg .b64 d0, da, db; .reg .b32 a; .reg .pred q;",
-             "mov.u32 a, global_smem;", "cvt.u64.u32 d0, a;", "shr.b64 d0, d0, 4;", "setp.eq.b32 q, 0, 0;",
-             "wgmma.fence.sync.aligned;"]
-    for kk in range(4):   # k-steps of 16 keys
-        lines.append(f"add.s64 db, d0, {DESC_HI_V + ((b_off + 2048 * kk) >> 4)};")
-        if a_off is None:
-            a = ", ".join(f"${256 + 4 * kk + i}" for i in range(4))
-            lines.append(f"wgmma.mma_async.sync.aligned.m64n256k16.f32.{t}.{t} {{{acc}}}, {{{a}}}, db, q, 1, 1, 1;")
-        else:
-            lines.append(f"add.s64 da, d0, {DESC_HI + ((a_off + 32 * kk) >> 4)};")
-            lines.append(f"wgmma.mma_async.sync.aligned.m64n256k16.f32.{t}.{t} {{{acc}}}, da, db, q, 1, 1, 0, 1;")
-    lines.append("wgmma.commit_group.sync.aligned; }")
-    return "\n\t".join(lines)
 
 
 @gluon.jit
@@ -170,5 +167,5 @@ def pv256_ra(o, p, B_OFF: gl.constexpr, BF16: gl.constexpr):
 @gluon.jit
 def pv256_ss(o, A_OFF: gl.constexpr, B_OFF: gl.constexpr, BF16: gl.constexpr):
     """As ``pv256_ra`` with P (64 x 64, K-major) in shared memory at byte ``A_OFF``."""
-    return gl.inline_asm_elementwise(_pv256_asm(A_OFF, B_OFF, BF16), _TIED128_SS, [o[0], o[1], o[2], o[3]],
+    return gl.inline_asm_elementwise(_pv256_asm(A_OFF, B_OFF, BF16), _TIED128, [o[0], o[1], o[2], o[3]],
                                      dtype=(gl.float32, gl.float32, gl.float32, gl.float32), is_pure=False, pack=32)
