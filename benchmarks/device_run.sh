@@ -63,8 +63,9 @@ for step in $steps; do
                --json "$OUT/bench_$be.json" 2>&1 | tee "$OUT/bench_$be.log"
            done
            for cfg in ${BENCH_SET:-}; do   # the same with module constants overridden (space-separated sets)
+             tag=${cfg//[=,]/_}   # (files whose names hold '=' do not come back from the device)
              python3 benchmarks/bench_with.py "$cfg" --backend auto --baseline benchmarks/anchors/flashmla_h100.json \
-               --json "$OUT/bench_auto_$cfg.json" 2>&1 | tee "$OUT/bench_auto_$cfg.log" | grep -E "overridden|geo-mean"
+               --json "$OUT/bench_auto_$tag.json" 2>&1 | tee "$OUT/bench_auto_$tag.log" | grep -E "overridden|geo-mean"
            done ;;
     ab) cfgs=${AB_CFGS:?set AB_CFGS}; rep=""
         for _ in $(seq "${AB_REPS:-2}"); do rep="$rep${rep:+;}$cfgs"; done
