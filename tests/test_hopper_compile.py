@@ -60,7 +60,6 @@ WS_KERNELS = {
     "ws2-gluon-s-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-asmpv": (128, WS2_SPILL_BUDGET, False),   # and ASM_PV = 1: P.V's too, P as a register operand (192 / 64)
     "ws2-asmpv-own": (128, WS2_SPILL_BUDGET, False),
-    "ws2-rq": (128, WS2_SPILL_BUDGET, False),      # RQ = 1: Q's rope tile from registers (opt-in)
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),

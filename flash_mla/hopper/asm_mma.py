@@ -93,11 +93,10 @@ def _pv_asm(b_off, bf16):
 
 
 @gluon.constexpr_function
-def _tile_ra_asm(b_off, bf16, first=None):
+def _tile_ra_asm(b_off, bf16):
     """PTX: the four m64n64k16 wgmmas of one 64 x 64 tile with A from registers ($64..$79), B (K-major) at
-    global_smem + b_off, accumulating into $0..$31 (tied to $32..$63); ``first`` True: the first k-step overwrites
-    the accumulator."""
-    return _wgmma_ptx(64, bf16, b_off, False, first=first)
+    global_smem + b_off, accumulating into $0..$31 (tied to $32..$63)."""
+    return _wgmma_ptx(64, bf16, b_off, False)
 
 
 @gluon.constexpr_function
@@ -147,11 +146,11 @@ def mma_wait4(o0, o1, o2, o3, N: gl.constexpr):
 
 
 @gluon.jit
-def tile_mma_ra(s, a, B_OFF: gl.constexpr, BF16: gl.constexpr, FIRST: gl.constexpr = None):
+def tile_mma_ra(s, a, B_OFF: gl.constexpr, BF16: gl.constexpr):
     """``s += a B^T`` over one 64 x 64 tile, issued asynchronously (one commit group); ``s``: [64, 64] fp32 in the
     m64n64 wgmma accumulator layout; ``a``: [64, 64] 16-bit in that same layout (wgmma's A-register layout); B at
-    byte ``B_OFF`` of the CTA's shared memory (K-major, 128-byte swizzle); ``FIRST`` True: ``s = a B^T``."""
-    return gl.inline_asm_elementwise(_tile_ra_asm(B_OFF, BF16, FIRST), _TIED32_RA, [s, a], dtype=gl.float32,
+    byte ``B_OFF`` of the CTA's shared memory (K-major, 128-byte swizzle)."""
+    return gl.inline_asm_elementwise(_tile_ra_asm(B_OFF, BF16), _TIED32_RA, [s, a], dtype=gl.float32,
                                      is_pure=False, pack=32)
 
 

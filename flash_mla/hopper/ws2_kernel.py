@@ -73,9 +73,6 @@ ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without
                        # both m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per wgmma, 16 KB
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
-RQ = 0                 # 1 (opt-in; needs ASM_S): each softmax warpgroup holds Q's rope tile in registers (16 per
-                       # thread, loaded once per chunk) as the A operand of the rope wgmma, as FlashMLA does: 8 KB
-                       # less shared-memory traffic per page (of 320). Not with MC
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
@@ -110,8 +107,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
                  NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
                  Q_TMA: gl.constexpr = 0, q_land=None, ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0,
-                 QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0,
-                 RQ: gl.constexpr = 0):
+                 QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     BF16: gl.constexpr = dtype == gl.bfloat16
     TILE: gl.constexpr = PAGE * CHUNK * 2                        # bytes of one 64 x 64 tile (16-bit dtypes)
@@ -175,8 +171,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     gl.thread_barrier()
                     mbarrier.arrive(q_ready, count=1)
                 mbarrier.wait(q_ready, c & 1)
-            if RQ:   # Q's rope tile in S's layout, which is wgmma's A-register layout
-                rq = qr_smem.load(s_layout)
 
             rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             l_w = gl.zeros([BLOCK_M], gl.float32, layout=s_row)                 # row sum of this warpgroup's pages,
@@ -202,17 +196,11 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                         s = AM.mma_wait(s, 1)
                     mbarrier.wait(kv_ready.index(5 * SW), ph)
                     _stamp(trace_ptr, g, 1, TRACE)
-                    if RQ:
-                        s = AM.tile_mma_ra(s, rq, KR_STAGE, BF16)
-                    else:
-                        s = AM.tile_mma(s, QRS_OFF, KR_STAGE, False, BF16)
+                    s = AM.tile_mma(s, QRS_OFF, KR_STAGE, False, BF16)
                 elif ASM_S:
                     mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)
                     _stamp(trace_ptr, g, 1, TRACE)
-                    if RQ:
-                        s = AM.tile_mma_ra(s, rq, KR_STAGE, BF16, True)
-                    else:
-                        s = AM.tile_mma(s, QRS_OFF, KR_STAGE, True, BF16)
+                    s = AM.tile_mma(s, QRS_OFF, KR_STAGE, True, BF16)
                     s = AM.mma_wait(s, 1)
                     for ch in gl.static_range(NV):
                         if CW:
@@ -350,7 +338,7 @@ def mla_decode_ws2_kernel(
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
     Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
     ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0, QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
-    KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, RQ: gl.constexpr = 0,
+    KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
@@ -358,7 +346,6 @@ def mla_decode_ws2_kernel(
     gl.static_assert((MC == 0) | (Q_TMA == 0), "Q_TMA: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_S == 0), "ASM_S: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_PV == 0), "ASM_PV: not with MC (the launcher turns it off)")
-    gl.static_assert((RQ == 0) | (ASM_S != 0), "RQ: with ASM_S")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
@@ -411,12 +398,12 @@ def mla_decode_ws2_kernel(
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF, RQ)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF, RQ)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
 
 
