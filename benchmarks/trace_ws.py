@@ -2,7 +2,9 @@
 
     python3 benchmarks/trace_ws.py 8192 128 2 0 [kernel=ws2,NAME=V,...]   (optional: ws2_kernel, module constants)
 Events per page (ws_kernel._stamp): softmax 0 before kv_ready wait, 1 page ready, 2 S done, 3 P published;
-P.V warpgroup w: 4+4w before waits, 5+4w P ready, 6+4w P.V done, 7+4w after refill (w=0) / arrive (w=1).
+P.V warpgroup w: 4+4w before waits, 5+4w P ready, 6+4w P.V done, 7+4w after refill (w=0) / arrive (w=1);
+ws2 only, the softmax step X split: 12 M(n-1) in, 13 M(n) published and read back, 14 exps and row sums done
+(printed as "X split": M-in, publish, exps, P-out, each from the previous event).
 """
 import sys
 
@@ -47,6 +49,14 @@ def main():
         print(f"{n:4d} | {int(r[1]-r[0]):6d} {int(r[2]-r[1]):5d} {int(r[3]-r[2]):5d} | {int(r[5]-r[4]):6d} "
               f"{int(r[6]-r[5]):5d} {int(r[7]-r[6]):6d} | {int(r[9]-r[8]):6d} {int(r[10]-r[9]):5d} | {load:6d} | {period:5d}"
               f"   [S start {int(r[1]-base):7d}, PV0 start {int(r[5]-base):7d}, PV0 end {int(r[6]-base):7d}, refill {int(r[7]-base):7d}]")
+    if int(t[2:n_pages, 12].gt(0).sum()) > 0:   # ws2: the softmax step X in four parts, medians over pages 8..
+        steady = t[8:min(n_pages, 240)]
+        parts = [steady[:, 12] - steady[:, 2], steady[:, 13] - steady[:, 12], steady[:, 14] - steady[:, 13],
+                 steady[:, 3] - steady[:, 14]]
+        for par in (0, 1):
+            med = [int(x[par::2].median()) for x in parts]
+            print(f"X split, pages {'even' if par == 0 else 'odd'} (median): M-in {med[0]}, publish {med[1]}, "
+                  f"exps {med[2]}, P-out {med[3]}")
     if per:
         per = [p for p in per if p > 0]
         print("median period (cycles):", sorted(per)[len(per) // 2])

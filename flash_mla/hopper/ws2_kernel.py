@@ -250,6 +250,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     else:
                         mbarrier.wait(m_ready.index(1 - SW), ((g - 1) // 2) & 1)
                     m_prev = mx_smem.index(1 - SW).load(s_row)
+                _stamp(trace_ptr, g, 12, TRACE)     # (X split: M(n-1) in)
                 m_set = _running_max(m_prev, rmax, LAZY)
                 if LAZY:
                     flag = _any_ne(m_set, m_prev, 8 + SW)    # one bit for the page: does any row's max move?
@@ -262,10 +263,12 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 # read back after the arrive: the exps below depend on it, so the compiler cannot schedule them
                 # before the hand-off (it did: the other warpgroup then waited for this one's exps)
                 m_new = mx_smem.index(SW).load(s_row)
+                _stamp(trace_ptr, g, 13, TRACE)     # (M(n) published and read back)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_prev - m_use)
                 p = gl.exp2(sv - m_use[:, None])
                 l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
+                _stamp(trace_ptr, g, 14, TRACE)     # (exps and row sums done)
                 if LAZY:
                     fl_smem.index(SW).store(flag)
                 _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED,
