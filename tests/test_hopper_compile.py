@@ -60,6 +60,7 @@ WS_KERNELS = {
     "ws2-gluon-s-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-asmpv": (128, WS2_SPILL_BUDGET, False),   # and ASM_PV = 1: P.V's too, P as a register operand (192 / 64)
     "ws2-asmpv-own": (128, WS2_SPILL_BUDGET, False),
+    "ws2-trace": (128, WS2_SPILL_BUDGET, False),   # TRACE = 1: the clock stamps of benchmarks/trace_ws.py
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),

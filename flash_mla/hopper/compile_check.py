@@ -174,6 +174,7 @@ _VARIANT_FLAGS = {
     "gluon-s": {"ASM_S": 0}, "gluon-s-own": {"ASM_S": 0, "OWN": 1, "CW": 4},
     "asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},
     "asmpv-own": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64, "OWN": 1, "CW": 4},
+    "trace": {"TRACE": 1},
 }
 
 
@@ -185,7 +186,8 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     row stride; ``"ws2-qload-own"`` with OWN), ``"ws-qtma2"`` / ``"ws2-qtma2"`` (Q_TMA = 2: the next chunk's Q issued
     early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch), ``"ws2-gluon-s"`` /
     ``"ws2-gluon-s-own"`` (ASM_S = 0: S's wgmmas from Gluon instead of inline PTX), ``"ws2-asmpv"`` /
-    ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64 registers),
+    ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64 registers), ``"ws2-trace"`` (TRACE = 1: the per-page
+    clock stamps of ``benchmarks/trace_ws.py``),
     ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
     sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
     included), its L2 cache hints and its ``griddepcontrol`` instructions (PDL)."""
