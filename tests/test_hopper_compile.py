@@ -61,6 +61,8 @@ WS_KERNELS = {
     "ws2-asmpv": (128, WS2_SPILL_BUDGET, False),   # and ASM_PV = 1: P.V's too, P as a register operand (192 / 64)
     "ws2-asmpv-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-trace": (128, WS2_SPILL_BUDGET, False),   # TRACE = 1: the clock stamps of benchmarks/trace_ws.py
+    "ws2-slim": (128, WS2_SPILL_BUDGET, False),    # SLIM = 1: the running max handed over without warpgroup
+    "ws2-slim-own": (128, WS2_SPILL_BUDGET, False),  # barriers (opt-in)
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
@@ -117,6 +119,16 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["wgmma"] >= 72, r
     if kind.startswith("ws2-gluon-s") or kind.endswith("-mc"):
         assert r["wgmma"] < 72, r
+
+
+def test_ws2_slim_drops_the_hand_off_barriers():
+    """SLIM: each softmax warpgroup's running-max hand-off loses its three warpgroup bar.syncs (membar before the
+    store, the thread barrier before the single-thread arrive, membar before the read-back): six fewer in the
+    kernel, the rest unchanged."""
+    slim = report_subprocess("ws2-slim", "bf16", True)
+    plain = report_subprocess("ws2", "bf16", True)
+    assert plain["bar_sync"] - slim["bar_sync"] >= 4, (plain["bar_sync"], slim["bar_sync"])
+    assert slim["wgmma"] == plain["wgmma"] and slim["tma"] == plain["tma"], (slim, plain)
 
 
 def test_ws2_own_refill_choice(monkeypatch):

@@ -73,7 +73,15 @@ ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without
                        # both m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per wgmma, 16 KB
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
-ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0)
+SLIM = 0               # 1 (opt-in; needs ASM_S, not with NAMED = 2; not yet run on a GPU): the running-max hand-off
+                       # between the softmax warpgroups without warpgroup barriers. Each thread stores its rows of M(n)
+                       # and arrives on m_ready itself (inline PTX, m_ready counts 128 arrivals), and the exps use
+                       # M(n) from registers instead of reading it back: no membar bar.sync before the store or the
+                       # read-back, no thread barrier before the arrive, no shared-memory round trip (the step from
+                       # S done to P published, X, is ~1,400-1,600 cycles per page on H100 at h_q 128 s_q 2 against
+                       # ~600-800 of work; docs/perf-notes.md "Session 22"). Offsets from the first build
+                       # (asm_constants: mx_smem and m_ready get shapes of their own, [3, 64] and [3, 1])
+ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0, MX_OFF=0, MR_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -97,6 +105,25 @@ def _own_tile(ch):
     return (pr % 2) * 4 + (pr // 2) * 2 + ch % 2
 
 
+@gluon.constexpr_function
+def _publish_m_asm(mr_off):
+    """PTX (SLIM): store this thread's two rows of M ($2, $3) at global_smem + $4 / $5, then arrive on the mbarrier at
+    global_smem + ``mr_off`` (one arrival per thread; release: the stores are visible to the waiter); $0, $1 = $2, $3."""
+    return ("{ .reg .b32 b, a0, a1, mb; .reg .b64 st; mov.u32 b, global_smem; add.u32 a0, b, $4; add.u32 a1, b, $5; "
+            "st.shared.f32 [a0], $2; st.shared.f32 [a1], $3; "
+            f"add.u32 mb, b, {mr_off}; mbarrier.arrive.shared::cta.b64 st, [mb]; "
+            "ld.volatile.shared.f32 $0, [a0]; ld.volatile.shared.f32 $1, [a1]; }")
+
+
+@gluon.jit
+def _publish_m(m, rows, MX: gl.constexpr, MR: gl.constexpr):
+    """SLIM: M(n) (``m``: [64] in S's row layout, ``rows`` its row indices) into the running-max slot at byte ``MX`` of
+    shared memory, and this thread's arrival on the m_ready mbarrier at byte ``MR``; returns ``m`` (tied through the
+    asm, so what uses it comes after the arrive in program order)."""
+    return gl.inline_asm_elementwise(_publish_m_asm(MR), "=f,=f,f,f,r,r", [m, MX + rows * 4], dtype=gl.float32,
+                                     is_pure=False, pack=2)
+
+
 @gluon.jit
 def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem, fl_smem,
@@ -107,7 +134,8 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
                  NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
                  Q_TMA: gl.constexpr = 0, q_land=None, ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0,
-                 QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0):
+                 QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0,
+                 SLIM: gl.constexpr = 0, MX_OFF: gl.constexpr = 0, MR_OFF: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     BF16: gl.constexpr = dtype == gl.bfloat16
     TILE: gl.constexpr = PAGE * CHUNK * 2                        # bytes of one 64 x 64 tile (16-bit dtypes)
@@ -254,15 +282,19 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 m_set = _running_max(m_prev, rmax, LAZY)
                 if LAZY:
                     flag = _any_ne(m_set, m_prev, 8 + SW)    # one bit for the page: does any row's max move?
-                mx_smem.index(SW).store(m_set)
-                gl.thread_barrier()   # (also orders the read-back below within this warpgroup)
-                if NAMED == 2:
-                    _named_bar(M_BAR + SW, 256, True)
+                if SLIM:   # each thread stores its rows and arrives (m_ready counts 128); M(n) stays in registers
+                    m_new = _publish_m(m_set, gl.arange(0, BLOCK_M, layout=s_row), MX_OFF + SW * BLOCK_M * 4,
+                                       MR_OFF + SW * 8)
                 else:
-                    mbarrier.arrive(m_ready.index(SW), count=1)
-                # read back after the arrive: the exps below depend on it, so the compiler cannot schedule them
-                # before the hand-off (it did: the other warpgroup then waited for this one's exps)
-                m_new = mx_smem.index(SW).load(s_row)
+                    mx_smem.index(SW).store(m_set)
+                    gl.thread_barrier()   # (also orders the read-back below within this warpgroup)
+                    if NAMED == 2:
+                        _named_bar(M_BAR + SW, 256, True)
+                    else:
+                        mbarrier.arrive(m_ready.index(SW), count=1)
+                    # read back after the arrive: the exps below depend on it, so the compiler cannot schedule them
+                    # before the hand-off (it did: the other warpgroup then waited for this one's exps)
+                    m_new = mx_smem.index(SW).load(s_row)
                 _stamp(trace_ptr, g, 13, TRACE)     # (M(n) published and read back)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_prev - m_use)
@@ -341,7 +373,8 @@ def mla_decode_ws2_kernel(
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
     Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
     ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0, QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
-    KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0,
+    KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, SLIM: gl.constexpr = 0, MX_OFF: gl.constexpr = 0,
+    MR_OFF: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
@@ -349,20 +382,23 @@ def mla_decode_ws2_kernel(
     gl.static_assert((MC == 0) | (Q_TMA == 0), "Q_TMA: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_S == 0), "ASM_S: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_PV == 0), "ASM_PV: not with MC (the launcher turns it off)")
+    gl.static_assert((SLIM == 0) | ((ASM_S != 0) & (NAMED != 2)), "SLIM: with ASM_S, not with NAMED = 2")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
      kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV)
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
-    mx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # running max M(n), by n % 2
+    # running max M(n), by n % 2 (SLIM: [3, ...] shapes no other allocation has, so that asm_constants finds them;
+    # index 2 unused)
+    mx_smem = gl.allocate_shared_memory(gl.float32, [2 + SLIM, BLOCK_M], vec_layout)
     lp_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # softmax warpgroup 1's (l, m)
-    m_ready = gl.allocate_shared_memory(gl.int64, [2, 1], bar_layout)
+    m_ready = gl.allocate_shared_memory(gl.int64, [2 + SLIM, 1], bar_layout)
     q_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     q_free = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     lp_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
     for i in gl.static_range(2):
-        mbarrier.init(m_ready.index(i), count=1)
+        mbarrier.init(m_ready.index(i), count=128 if SLIM else 1)   # (SLIM: every thread arrives)
     mbarrier.init(q_ready, count=2)
     mbarrier.init(q_free, count=2)
     mbarrier.init(lp_ready, count=1)
@@ -401,18 +437,24 @@ def mla_decode_ws2_kernel(
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF,
+                        SLIM, MX_OFF, MR_OFF)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF,
+                        SLIM, MX_OFF, MR_OFF)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
 
 
 def asm_constants(first_compile) -> dict:
     """ASM_S's constexprs: the shared-memory offsets of Q's latent part and rope, and of the ring's latent part and
-    rope tiles, read from ``first_compile`` (a build with ``ASM_ZERO``, which has the same layout)."""
+    rope tiles, read from ``first_compile`` (a build with ``ASM_ZERO``, which has the same layout); with SLIM also
+    those of the running max and its m_ready mbarriers."""
     offs = CL.smem_offsets(first_compile)
+    slim = any(t.startswith("!ttg.memdesc<3x64xf32") for _, t in offs)   # (SLIM's allocations)
     return dict(QS_OFF=CL.find_offset(offs, "64x512x"), QRS_OFF=CL.find_offset(offs, "64x64x"),
-                KVS_OFF=CL.find_offset(offs, "2x64x512x"), KRS_OFF=CL.find_offset(offs, "2x64x64x"))
+                KVS_OFF=CL.find_offset(offs, "2x64x512x"), KRS_OFF=CL.find_offset(offs, "2x64x64x"),
+                MX_OFF=CL.find_offset(offs, "3x64xf32") if slim else 0,
+                MR_OFF=CL.find_offset(offs, "3x1xi64") if slim else 0)
