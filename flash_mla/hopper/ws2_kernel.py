@@ -74,13 +74,13 @@ ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
 SLIM = 0               # 1 (opt-in; needs ASM_S, not with NAMED = 2; not yet run on a GPU): the running-max hand-off
-                       # between the softmax warpgroups without warpgroup barriers. Each thread stores its rows of M(n)
-                       # and arrives on m_ready itself (inline PTX, m_ready counts 128 arrivals), and the exps use
-                       # M(n) from registers instead of reading it back: no membar bar.sync before the store or the
-                       # read-back, no thread barrier before the arrive, no shared-memory round trip (the step from
-                       # S done to P published, X, is ~1,400-1,600 cycles per page on H100 at h_q 128 s_q 2 against
-                       # ~600-800 of work; docs/perf-notes.md "Session 22"). Offsets from the first build
-                       # (asm_constants: mx_smem and m_ready get shapes of their own, [3, 64] and [3, 1])
+                       # between the softmax warpgroups without warpgroup barriers. Each thread stores its rows of M(n),
+                       # arrives on m_ready itself (m_ready counts 128 arrivals) and reads its rows back, in one
+                       # inline-PTX block: no membar bar.sync before the store or the read-back, no thread barrier
+                       # before the arrive (the step from S done to P published, X, is ~1,400-1,600 cycles per page on
+                       # H100 at h_q 128 s_q 2 against ~600-800 of work; docs/perf-notes.md "Session 22"). The
+                       # read-back keeps the exps after the arrive (ptxas hoists them above it otherwise). Offsets from
+                       # the first build (asm_constants: mx_smem and m_ready get shapes of their own, [3, 64], [3, 1])
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0, MX_OFF=0, MR_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
@@ -107,8 +107,9 @@ def _own_tile(ch):
 
 @gluon.constexpr_function
 def _publish_m_asm(mr_off):
-    """PTX (SLIM): store this thread's two rows of M ($2, $3) at global_smem + $4 / $5, then arrive on the mbarrier at
-    global_smem + ``mr_off`` (one arrival per thread; release: the stores are visible to the waiter); $0, $1 = $2, $3."""
+    """PTX (SLIM): store this thread's two rows of M ($2, $3) at global_smem + $4 / $5, arrive on the mbarrier at
+    global_smem + ``mr_off`` (one arrival per thread; release: the stores are visible to the waiter), then read the two
+    rows back into $0, $1 (volatile loads after the arrive: what uses them cannot be scheduled before it)."""
     return ("{ .reg .b32 b, a0, a1, mb; .reg .b64 st; mov.u32 b, global_smem; add.u32 a0, b, $4; add.u32 a1, b, $5; "
             "st.shared.f32 [a0], $2; st.shared.f32 [a1], $3; "
             f"add.u32 mb, b, {mr_off}; mbarrier.arrive.shared::cta.b64 st, [mb]; "
@@ -118,8 +119,8 @@ def _publish_m_asm(mr_off):
 @gluon.jit
 def _publish_m(m, rows, MX: gl.constexpr, MR: gl.constexpr):
     """SLIM: M(n) (``m``: [64] in S's row layout, ``rows`` its row indices) into the running-max slot at byte ``MX`` of
-    shared memory, and this thread's arrival on the m_ready mbarrier at byte ``MR``; returns ``m`` (tied through the
-    asm, so what uses it comes after the arrive in program order)."""
+    shared memory, and this thread's arrival on the m_ready mbarrier at byte ``MR``; returns ``m`` as read back after
+    the arrive."""
     return gl.inline_asm_elementwise(_publish_m_asm(MR), "=f,=f,f,f,r,r", [m, MX + rows * 4], dtype=gl.float32,
                                      is_pure=False, pack=2)
 
@@ -282,7 +283,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 m_set = _running_max(m_prev, rmax, LAZY)
                 if LAZY:
                     flag = _any_ne(m_set, m_prev, 8 + SW)    # one bit for the page: does any row's max move?
-                if SLIM:   # each thread stores its rows and arrives (m_ready counts 128); M(n) stays in registers
+                if SLIM:   # each thread stores its rows, arrives (m_ready counts 128) and reads them back
                     m_new = _publish_m(m_set, gl.arange(0, BLOCK_M, layout=s_row), MX_OFF + SW * BLOCK_M * 4,
                                        MR_OFF + SW * 8)
                 else:
