@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: GPU tests, then the benchmark (and optional extras), short table last.
-#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|fmtrace|pairtrace|cluster|asmwgmma]...
+#   bash benchmarks/device_run.sh [tests|ceilings|sweep|sanitize|consan|trace|latency|bench|ab|fvo|fmtrace|pairtrace|wstrace|cluster|asmwgmma]...
 #        (default: tests ceilings bench)
 #   ceilings: this card's copy bandwidth and bf16 matmul rate, as the anchors' run recorded them (two lent H100s ran
 #        the same memory-bound kernels ~3 % apart: docs/perf-notes.md, session 13)
@@ -15,6 +15,8 @@
 #   cluster: the 2-CTA cluster / multicast checks of benchmarks/experiments/cluster_multicast/run_gpu.py
 #   pairtrace: trace_pair.py (the paired kernel's per-pair SM clock stamps) on PT_SHAPE (default "8192 128 2 0")
 #        under each of PT_SETS (';'-separated sets of pair_kernel constants, default ";ASM_S=1;ASM_S=1 ASM_PV=1")
+#   wstrace: trace_ws.py kernel=ws2 (per-page steps, the softmax step X split) on WT_SHAPE (default "8192 128 2 0")
+#        under each of WT_SETS (';'-separated, ','-joined ws2 constants, default ";SLIM=1")
 #   asmwgmma: inline-PTX wgmma (uniform descriptors) against Gluon's: S checked against torch, S loop timed
 #        (benchmarks/experiments/asm_wgmma/run_gpu.py)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
@@ -89,6 +91,12 @@ for step in $steps; do
                  python3 benchmarks/trace_pair.py ${PT_SHAPE:-8192 128 2 0} $st > "$OUT/trace_pair_${tag:-default}.txt" 2>&1
                  echo "pair ${st:-default}: $(tail -n 1 "$OUT/trace_pair_${tag:-default}.txt")"
                done ;;
+    wstrace) IFS=';' read -ra sets <<< "${WT_SETS:-;SLIM=1}"   # ws2's per-page steps and its X split
+             for st in "${sets[@]}"; do tag=${st//[=,]/_}
+               timeout 120 python3 benchmarks/trace_ws.py ${WT_SHAPE:-8192 128 2 0} "kernel=ws2${st:+,$st}" \
+                 > "$OUT/trace_ws2_${tag:-default}.txt" 2>&1
+               echo "ws2 ${st:-default}:"; grep -E "X split|median" "$OUT/trace_ws2_${tag:-default}.txt"
+             done ;;
     asmwgmma) (cd benchmarks/experiments/asm_wgmma && timeout 150 python3 run_gpu.py) > "$OUT/asm_wgmma.log" 2>&1
               echo "asm_wgmma: exit $?"; grep -E "check|loop" "$OUT/asm_wgmma.log" ;;
     cluster) (cd benchmarks/experiments/cluster_multicast && timeout 150 python3 run_gpu.py) > "$OUT/cluster.log" 2>&1
