@@ -63,6 +63,8 @@ WS_KERNELS = {
     "ws2-trace": (128, WS2_SPILL_BUDGET, False),   # TRACE = 1: the clock stamps of benchmarks/trace_ws.py
     "ws2-slim": (128, WS2_SPILL_BUDGET, False),    # SLIM = 1: the running max handed over without warpgroup
     "ws2-slim-own": (128, WS2_SPILL_BUDGET, False),  # barriers (opt-in)
+    "ws2-vote": (128, WS2_SPILL_BUDGET, False),    # VOTE = 1: no rescale flag; a warp vote on alpha (opt-in)
+    "ws2-slim-vote": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
@@ -129,6 +131,16 @@ def test_ws2_slim_drops_the_hand_off_barriers():
     plain = report_subprocess("ws2", "bf16", True)
     assert plain["bar_sync"] - slim["bar_sync"] >= 4, (plain["bar_sync"], slim["bar_sync"])
     assert slim["wgmma"] == plain["wgmma"] and slim["tma"] == plain["tma"], (slim, plain)
+
+
+def test_ws2_vote_drops_the_flag_reduction():
+    """VOTE: the softmax warpgroups' warpgroup-wide bar.red.or for the rescale flag goes; the P.V warpgroups vote per
+    warp instead (vote.sync.any in the PTX)."""
+    from flash_mla.hopper.compile_check import compile_sm90_ws2
+    vote = compile_sm90_ws2("bf16", True, VOTE=1).asm["ptx"]
+    plain = compile_sm90_ws2("bf16", True).asm["ptx"]
+    assert "bar.red.or" in plain and "bar.red.or" not in vote
+    assert "vote.sync.any" in vote and "vote.sync.any" not in plain
 
 
 def test_ws2_own_refill_choice(monkeypatch):

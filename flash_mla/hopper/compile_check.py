@@ -92,7 +92,9 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
-              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), "ASM_PV": int(W2.ASM_PV), "SLIM": int(W2.SLIM), **overrides}
+              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), "ASM_PV": int(W2.ASM_PV), "SLIM": int(W2.SLIM), "VOTE": int(W2.VOTE), **overrides}
+    if not consts["LAZY"] or consts["ASM_PV"]:   # as the launcher: VOTE needs LAZY's flag to replace
+        consts["VOTE"] = 0
     if consts["MC"]:   # as the launcher: no Q by TMA and no PDL in 2-CTA clusters
         if "Q_TMA" not in overrides:
             consts["Q_TMA"] = 0
@@ -176,6 +178,7 @@ _VARIANT_FLAGS = {
     "asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},
     "asmpv-own": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64, "OWN": 1, "CW": 4},
     "trace": {"TRACE": 1}, "slim": {"SLIM": 1}, "slim-own": {"SLIM": 1, "OWN": 1, "CW": 4},
+    "vote": {"VOTE": 1}, "slim-vote": {"SLIM": 1, "VOTE": 1}, "slim-vote-own": {"SLIM": 1, "VOTE": 1, "OWN": 1, "CW": 4},
 }
 
 
@@ -189,7 +192,8 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ``"ws2-gluon-s-own"`` (ASM_S = 0: S's wgmmas from Gluon instead of inline PTX), ``"ws2-asmpv"`` /
     ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64 registers), ``"ws2-trace"`` (TRACE = 1: the per-page
     clock stamps of ``benchmarks/trace_ws.py``), ``"ws2-slim"`` / ``"ws2-slim-own"`` (SLIM = 1: the running max
-    handed over without warpgroup barriers),
+    handed over without warpgroup barriers), ``"ws2-vote"`` / ``"ws2-slim-vote"`` / ``"ws2-slim-vote-own"`` (VOTE = 1:
+    no rescale flag, a warp vote on alpha in the P.V warpgroups),
     ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
     sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
     included), its L2 cache hints and its ``griddepcontrol`` instructions (PDL)."""

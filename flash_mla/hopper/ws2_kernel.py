@@ -81,6 +81,11 @@ SLIM = 0               # 1 (opt-in; needs ASM_S, not with NAMED = 2; not yet run
                        # H100 at h_q 128 s_q 2 against ~600-800 of work; docs/perf-notes.md "Session 22"). The
                        # read-back keeps the exps after the arrive (ptxas hoists them above it otherwise). Offsets from
                        # the first build (asm_constants: mx_smem and m_ready get shapes of their own, [3, 64], [3, 1])
+VOTE = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it without LAZY or with ASM_PV): no
+                       # per-page rescale flag. The softmax warpgroups skip the LAZY flag's warpgroup-wide bar.red.or
+                       # (in X, see SLIM) and its store; the P.V warpgroups read alpha every page and each warp skips
+                       # its rows' O rescale when all 16 alphas are exactly 1 (a warp vote, lazy._lazy_scale, as the
+                       # paired kernel does)
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0, MX_OFF=0, MR_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
@@ -136,7 +141,8 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
                  Q_TMA: gl.constexpr = 0, q_land=None, ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0,
                  QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0,
-                 SLIM: gl.constexpr = 0, MX_OFF: gl.constexpr = 0, MR_OFF: gl.constexpr = 0):
+                 SLIM: gl.constexpr = 0, MX_OFF: gl.constexpr = 0, MR_OFF: gl.constexpr = 0,
+                 VOTE: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     BF16: gl.constexpr = dtype == gl.bfloat16
     TILE: gl.constexpr = PAGE * CHUNK * 2                        # bytes of one 64 x 64 tile (16-bit dtypes)
@@ -281,7 +287,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                     m_prev = mx_smem.index(1 - SW).load(s_row)
                 _stamp(trace_ptr, g, 12, TRACE)     # (X split: M(n-1) in)
                 m_set = _running_max(m_prev, rmax, LAZY)
-                if LAZY:
+                if LAZY and not VOTE:
                     flag = _any_ne(m_set, m_prev, 8 + SW)    # one bit for the page: does any row's max move?
                 if SLIM:   # each thread stores its rows, arrives (m_ready counts 128) and reads them back
                     m_new = _publish_m(m_set, gl.arange(0, BLOCK_M, layout=s_row), MX_OFF + SW * BLOCK_M * 4,
@@ -302,7 +308,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 p = gl.exp2(sv - m_use[:, None])
                 l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
                 _stamp(trace_ptr, g, 14, TRACE)     # (exps and row sums done)
-                if LAZY:
+                if LAZY and not VOTE:
                     fl_smem.index(SW).store(flag)
                 _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED,
                            P_BAR + 2 * SW)
@@ -375,7 +381,7 @@ def mla_decode_ws2_kernel(
     Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
     ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0, QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
     KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, SLIM: gl.constexpr = 0, MX_OFF: gl.constexpr = 0,
-    MR_OFF: gl.constexpr = 0,
+    MR_OFF: gl.constexpr = 0, VOTE: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
@@ -384,6 +390,7 @@ def mla_decode_ws2_kernel(
     gl.static_assert((MC == 0) | (ASM_S == 0), "ASM_S: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_PV == 0), "ASM_PV: not with MC (the launcher turns it off)")
     gl.static_assert((SLIM == 0) | ((ASM_S != 0) & (NAMED != 2)), "SLIM: with ASM_S, not with NAMED = 2")
+    gl.static_assert((VOTE == 0) | ((LAZY != 0) & (ASM_PV == 0)), "VOTE: with LAZY, not with ASM_PV")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
@@ -428,24 +435,24 @@ def mla_decode_ws2_kernel(
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, ASM_PV, KVS_OFF)),
+                  VD_PARAM, ASM_PV, KVS_OFF, VOTE)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, ASM_PV, KVS_OFF)),
+                  VD_PARAM, ASM_PV, KVS_OFF, VOTE)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
                         NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF,
-                        SLIM, MX_OFF, MR_OFF)),
+                        SLIM, MX_OFF, MR_OFF, VOTE)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
                         NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF,
-                        SLIM, MX_OFF, MR_OFF)),
+                        SLIM, MX_OFF, MR_OFF, VOTE)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
 
 

@@ -34,6 +34,7 @@ from . import asm_mma as AM
 from . import cluster as CL
 from .kernel import (_issue_page_at, _issue_page_groups, _issue_piece, _online_softmax, _part_meta, _split_slot,
                      _ss_chunk, _ss_zero_v, _stage_q, _store_lse, _store_o)
+from .lazy import _lazy_scale
 
 NUM_WARPS = 4          # default partition = the softmax warpgroup
 LAZY = 8               # the running row max moves only when a page's row max exceeds it by more than LAZY (log2
@@ -393,7 +394,8 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0,
            MC: gl.constexpr = 0, cl_free=None, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
            RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0,
-           VD_PARAM: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0):
+           VD_PARAM: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
+           VOTE: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
@@ -407,7 +409,9 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     arrive per page). ASM_PV (ws2 with PV_N = 128, opt-in): P is read from shared memory once per page into
     registers and both accumulators' wgmmas take it as their A operand, issued from inline PTX (``asm_mma.pv_mma``;
     the ring's latent part at byte ``KVS_OFF``); O is then four 64 x 64 accumulators (m64n64 layout), two per
-    wgmma."""
+    wgmma. VOTE (ws2, opt-in, with PV_N = 128 and not ASM_PV; replaces FLAG): alpha is read every page and each warp
+    skips its rows' rescale when all of its 16 alphas are exactly 1 (``lazy._lazy_scale``), so the softmax side
+    publishes no flag."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -425,6 +429,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     q_row: gl.constexpr = gl.SliceLayout(1, q_layout)
     q_col: gl.constexpr = gl.SliceLayout(0, q_layout)
     gl.static_assert((ASM_PV == 0) | SPLIT, "ASM_PV: two m64n128 accumulators per warpgroup")
+    gl.static_assert((VOTE == 0) | (SPLIT & (ASM_PV == 0)), "VOTE: two m64n128 accumulators, not with ASM_PV")
     BF16: gl.constexpr = dtype == gl.bfloat16
 
     part = gl.program_id(2)
@@ -507,7 +512,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 _stamp(trace_ptr, it, 5 + 4 * WG, TRACE)
                 _ss_zero_v(kv, end - n * PAGE, WG, ld_layout, PAGE, HALF, CHUNK)
                 rescale = True
-                if FLAG:   # the [1] slice every thread loads reduces to a scalar without any exchange
+                if FLAG & (VOTE == 0):   # the [1] slice every thread loads reduces to a scalar without any exchange
                     rescale = gl.max(fl_smem.index(stage).slice(0, 1).load(one_layout), axis=0) != 0
                 p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
                 if ASM_PV:
@@ -530,7 +535,11 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                         _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
                                      2 + 2 * WG, PAGE, CHUNK)
                 else:
-                    if rescale:
+                    if VOTE:   # each warp rescales its rows unless all their alphas are 1
+                        alpha = ax_smem.index(stage).load(o_row)
+                        acc = _lazy_scale(acc, alpha, 1)
+                        acc1 = _lazy_scale(acc1, alpha, 1)
+                    elif rescale:
                         alpha = ax_smem.index(stage).load(o_row)
                         acc = acc * alpha[:, None]
                         if SPLIT:
