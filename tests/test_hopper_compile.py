@@ -124,12 +124,13 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
 
 
 def test_ws2_slim_drops_the_hand_off_barriers():
-    """SLIM: each softmax warpgroup's running-max hand-off loses its three warpgroup bar.syncs (membar before the
-    store, the thread barrier before the single-thread arrive, membar before the read-back): six fewer in the
-    kernel, the rest unchanged."""
+    """SLIM: each softmax warpgroup's page loses warpgroup bar.syncs: in the running-max hand-off (membar before the
+    store, the thread barrier before the single-thread arrive, membar before the read-back; membar adds one before
+    P's store instead) and before S's waits for the ring pieces (inline PTX): six fewer in the kernel's PTX, the
+    wgmmas and TMAs unchanged."""
     slim = report_subprocess("ws2-slim", "bf16", True)
     plain = report_subprocess("ws2", "bf16", True)
-    assert plain["bar_sync"] - slim["bar_sync"] >= 4, (plain["bar_sync"], slim["bar_sync"])
+    assert plain["bar_sync"] - slim["bar_sync"] >= 6, (plain["bar_sync"], slim["bar_sync"])
     assert slim["wgmma"] == plain["wgmma"] and slim["tma"] == plain["tma"], (slim, plain)
 
 

@@ -29,6 +29,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from . import asm_mma as AM
 from . import cluster as CL
 from .kernel import _part_meta, _running_max, _ss_chunk, _stage_q
+from .pair_kernel import _raw_wait
 from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _pdl_start,
                         _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
@@ -80,13 +81,15 @@ SLIM = 0               # 1 (opt-in; needs ASM_S, not with NAMED = 2; not yet run
                        # before the arrive (the step from S done to P published, X, is ~1,400-1,600 cycles per page on
                        # H100 at h_q 128 s_q 2 against ~600-800 of work; docs/perf-notes.md "Session 22"). The
                        # read-back keeps the exps after the arrive (ptxas hoists them above it otherwise). Offsets from
-                       # the first build (asm_constants: mx_smem and m_ready get shapes of their own, [3, 64], [3, 1])
+                       # the first build (asm_constants: mx_smem and m_ready get shapes of their own, [3, 64], [3, 1]).
+                       # S's waits for the ring pieces are inline PTX too (no membar bar.sync before each); needs
+                       # CHUNK_WAIT > 0
 VOTE = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it without LAZY or with ASM_PV): no
                        # per-page rescale flag. The softmax warpgroups skip the LAZY flag's warpgroup-wide bar.red.or
                        # (in X, see SLIM) and its store; the P.V warpgroups read alpha every page and each warp skips
                        # its rows' O rescale when all 16 alphas are exactly 1 (a warp vote, lazy._lazy_scale, as the
                        # paired kernel does)
-ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0, MX_OFF=0, MR_OFF=0)
+ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0, MX_OFF=0, MR_OFF=0, RDY_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
 
@@ -131,6 +134,16 @@ def _publish_m(m, rows, MX: gl.constexpr, MR: gl.constexpr):
 
 
 @gluon.jit
+def _ring_wait(kv_ready, idx, ph, sbase, RDY_OFF: gl.constexpr, SLIM: gl.constexpr):
+    """Wait for phase ``ph`` of ring mbarrier ``idx`` (SLIM: in inline PTX on its address ``sbase + RDY_OFF + 8 idx``,
+    which Triton's membar pass does not see, so no warpgroup bar.sync goes before it)."""
+    if SLIM:
+        _raw_wait(sbase + (RDY_OFF + 8 * idx), ph)
+    else:
+        mbarrier.wait(kv_ready.index(idx), ph)
+
+
+@gluon.jit
 def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, mx_smem, lp_smem, fl_smem,
                  kv_ready, p_ready, l_ready, l_free, m_ready, q_ready, q_free, lp_ready,
@@ -142,7 +155,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  Q_TMA: gl.constexpr = 0, q_land=None, ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0,
                  QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0,
                  SLIM: gl.constexpr = 0, MX_OFF: gl.constexpr = 0, MR_OFF: gl.constexpr = 0,
-                 VOTE: gl.constexpr = 0):
+                 VOTE: gl.constexpr = 0, RDY_OFF: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     BF16: gl.constexpr = dtype == gl.bfloat16
     TILE: gl.constexpr = PAGE * CHUNK * 2                        # bytes of one 64 x 64 tile (16-bit dtypes)
@@ -160,6 +173,9 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
     part = gl.program_id(2)
     m0 = gl.program_id(0) * BLOCK_M
     begin_idx, begin_seqlen, end_idx, end_seqlen, begin_n_split = _part_meta(meta_ptr, part)
+    sbase = 0
+    if SLIM:   # the CTA's shared-memory window, for the inline-PTX ring waits
+        sbase = CL.smem_base(CL.warpgroup_tid())
     kv = kv_smem.index(SW)      # pages of this warpgroup always sit in ring stage SW
     kr = kr_smem.index(SW)
     # chunk-major views (8 x 64 x 64) of Q's latent part and of the stage: S runs as a loop over the chunks, so
@@ -220,27 +236,27 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
                 # starts on the rope piece and waits for each latent piece just before its first chunk
                 if ASM_S and OWN:   # as below, the wgmmas from inline PTX (asm_mma)
-                    mbarrier.wait(kv_ready.index(5 * SW + 1), ph)
+                    _ring_wait(kv_ready, 5 * SW + 1, ph, sbase, RDY_OFF, SLIM)
                     s = AM.tile_mma(s, QS_OFF, KV_STAGE, True, BF16)
                     s = AM.mma_wait(s, 1)
                     for ch in gl.static_range(1, NV):
                         if ch % 2 == 0:
-                            mbarrier.wait(kv_ready.index(5 * SW + 1 + _own_tile(ch) // 2), ph)
+                            _ring_wait(kv_ready, 5 * SW + 1 + _own_tile(ch) // 2, ph, sbase, RDY_OFF, SLIM)
                         s = AM.tile_mma(s, QS_OFF + _own_tile(ch) * TILE, KV_STAGE + _own_tile(ch) * TILE, False,
                                         BF16)
                         s = AM.mma_wait(s, 1)
-                    mbarrier.wait(kv_ready.index(5 * SW), ph)
+                    _ring_wait(kv_ready, 5 * SW, ph, sbase, RDY_OFF, SLIM)
                     _stamp(trace_ptr, g, 1, TRACE)
                     s = AM.tile_mma(s, QRS_OFF, KR_STAGE, False, BF16)
                 elif ASM_S:
-                    mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)
+                    _ring_wait(kv_ready, (CW + 1) * SW, ph, sbase, RDY_OFF, SLIM)
                     _stamp(trace_ptr, g, 1, TRACE)
                     s = AM.tile_mma(s, QRS_OFF, KR_STAGE, True, BF16)
                     s = AM.mma_wait(s, 1)
                     for ch in gl.static_range(NV):
                         if CW:
                             if ch % (NV // CW) == 0:
-                                mbarrier.wait(kv_ready.index((CW + 1) * SW + 1 + ch // (NV // CW)), ph)
+                                _ring_wait(kv_ready, (CW + 1) * SW + 1 + ch // (NV // CW), ph, sbase, RDY_OFF, SLIM)
                         s = AM.tile_mma(s, QS_OFF + ch * TILE, KV_STAGE + ch * TILE, False, BF16)
                         s = AM.mma_wait(s, 1)
                 elif OWN:   # pieces land in the order 1, 3 (each P.V warpgroup's first), 2, 4, rope
@@ -381,7 +397,7 @@ def mla_decode_ws2_kernel(
     Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
     ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0, QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
     KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, SLIM: gl.constexpr = 0, MX_OFF: gl.constexpr = 0,
-    MR_OFF: gl.constexpr = 0, VOTE: gl.constexpr = 0,
+    MR_OFF: gl.constexpr = 0, VOTE: gl.constexpr = 0, RDY_OFF: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
@@ -389,7 +405,8 @@ def mla_decode_ws2_kernel(
     gl.static_assert((MC == 0) | (Q_TMA == 0), "Q_TMA: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_S == 0), "ASM_S: not with MC (the launcher turns it off)")
     gl.static_assert((MC == 0) | (ASM_PV == 0), "ASM_PV: not with MC (the launcher turns it off)")
-    gl.static_assert((SLIM == 0) | ((ASM_S != 0) & (NAMED != 2)), "SLIM: with ASM_S, not with NAMED = 2")
+    gl.static_assert((SLIM == 0) | ((ASM_S != 0) & (NAMED != 2) & (CW != 0)),
+                     "SLIM: with ASM_S and CHUNK_WAIT > 0, not with NAMED = 2")
     gl.static_assert((VOTE == 0) | ((LAZY != 0) & (ASM_PV == 0)), "VOTE: with LAZY, not with ASM_PV")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
@@ -446,13 +463,13 @@ def mla_decode_ws2_kernel(
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
                         NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF,
-                        SLIM, MX_OFF, MR_OFF, VOTE)),
+                        SLIM, MX_OFF, MR_OFF, VOTE, RDY_OFF)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
                         NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF,
-                        SLIM, MX_OFF, MR_OFF, VOTE)),
+                        SLIM, MX_OFF, MR_OFF, VOTE, RDY_OFF)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
 
 
@@ -465,4 +482,14 @@ def asm_constants(first_compile) -> dict:
     return dict(QS_OFF=CL.find_offset(offs, "64x512x"), QRS_OFF=CL.find_offset(offs, "64x64x"),
                 KVS_OFF=CL.find_offset(offs, "2x64x512x"), KRS_OFF=CL.find_offset(offs, "2x64x64x"),
                 MX_OFF=CL.find_offset(offs, "3x64xf32") if slim else 0,
-                MR_OFF=CL.find_offset(offs, "3x1xi64") if slim else 0)
+                MR_OFF=CL.find_offset(offs, "3x1xi64") if slim else 0,
+                RDY_OFF=_ring_ready_offset(offs) if slim else 0)
+
+
+def _ring_ready_offset(offs) -> int:
+    """The offset of the ring's piece mbarriers (2 (CW + 1) x 1 of int64, CW = 2, 4 or 8: a shape no other allocation
+    has)."""
+    hits = [o for o, t in offs for n in (6, 10, 18) if t.startswith(f"!ttg.memdesc<{n}x1xi64")]
+    if len(hits) != 1:
+        raise RuntimeError(f"expected one ring mbarrier allocation, found {len(hits)}: {offs}")
+    return hits[0]
