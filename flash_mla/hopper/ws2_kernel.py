@@ -74,8 +74,9 @@ ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without
                        # both m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per wgmma, 16 KB
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
-SLIM = 0               # 1 (opt-in; needs ASM_S, not with NAMED = 2; not yet run on a GPU): the running-max hand-off
-                       # between the softmax warpgroups without warpgroup barriers. Each thread stores its rows of M(n),
+SLIM = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it without ASM_S or CHUNK_WAIT, with
+                       # NAMED = 2 or MC): the running-max hand-off between the softmax warpgroups without warpgroup
+                       # barriers. Each thread stores its rows of M(n),
                        # arrives on m_ready itself (m_ready counts 128 arrivals) and reads its rows back, in one
                        # inline-PTX block: no membar bar.sync before the store or the read-back, no thread barrier
                        # before the arrive (the step from S done to P published, X, is ~1,400-1,600 cycles per page on
@@ -129,6 +130,8 @@ def _publish_m(m, rows, MX: gl.constexpr, MR: gl.constexpr):
     """SLIM: M(n) (``m``: [64] in S's row layout, ``rows`` its row indices) into the running-max slot at byte ``MX`` of
     shared memory, and this thread's arrival on the m_ready mbarrier at byte ``MR``; returns ``m`` as read back after
     the arrive."""
+    # pack=2: each thread holds two rows of S's row layout (r and r + 8 of its warp's 16), so the asm runs once per
+    # thread and m_ready gets one arrival per thread (it counts 128)
     return gl.inline_asm_elementwise(_publish_m_asm(MR), "=f,=f,f,f,r,r", [m, MX + rows * 4], dtype=gl.float32,
                                      is_pure=False, pack=2)
 
