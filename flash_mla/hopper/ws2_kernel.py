@@ -75,16 +75,16 @@ ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
 SLIM = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it without ASM_S or CHUNK_WAIT, with
-                       # NAMED = 2 or MC): the running-max hand-off between the softmax warpgroups without warpgroup
-                       # barriers. Each thread stores its rows of M(n),
-                       # arrives on m_ready itself (m_ready counts 128 arrivals) and reads its rows back, in one
-                       # inline-PTX block: no membar bar.sync before the store or the read-back, no thread barrier
-                       # before the arrive (the step from S done to P published, X, is ~1,400-1,600 cycles per page on
-                       # H100 at h_q 128 s_q 2 against ~600-800 of work; docs/perf-notes.md "Session 22"). The
-                       # read-back keeps the exps after the arrive (ptxas hoists them above it otherwise). Offsets from
-                       # the first build (asm_constants: mx_smem and m_ready get shapes of their own, [3, 64], [3, 1]).
-                       # S's waits for the ring pieces are inline PTX too (no membar bar.sync before each); needs
-                       # CHUNK_WAIT > 0
+                       # NAMED = 2 or MC): the softmax warpgroups' page with fewer warpgroup barriers. The running-max
+                       # hand-off is one inline-PTX block (_publish_m): each thread stores its rows of M(n), arrives on
+                       # m_ready itself (m_ready counts 128 arrivals) and reads its rows back, so no membar bar.sync
+                       # before the store or the read-back and no thread barrier before the arrive; S's waits for the
+                       # ring pieces are inline PTX too (_ring_wait: no membar bar.sync before each). The step from S
+                       # done to P published, X, is ~1,400-1,600 cycles per page on H100 at h_q 128 s_q 2 against
+                       # ~600-800 of work (docs/perf-notes.md "Session 22"). The read-back keeps the exps after the
+                       # arrive (ptxas hoists them above it otherwise). Offsets from the first build (asm_constants:
+                       # mx_smem and m_ready get shapes of their own, [3, 64] and [3, 1]; ring_ready has one with
+                       # CHUNK_WAIT > 0)
 VOTE = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it without LAZY or with ASM_PV): no
                        # per-page rescale flag. The softmax warpgroups skip the LAZY flag's warpgroup-wide bar.red.or
                        # (in X, see SLIM) and its store; the P.V warpgroups read alpha every page and each warp skips
