@@ -137,9 +137,9 @@ def test_ws2_slim_drops_the_hand_off_barriers():
 def test_ws2_vote_drops_the_flag_reduction():
     """VOTE: the softmax warpgroups' warpgroup-wide bar.red.or for the rescale flag goes; the P.V warpgroups vote per
     warp instead (vote.sync.any in the PTX)."""
-    from flash_mla.hopper.compile_check import compile_sm90_ws2
-    vote = compile_sm90_ws2("bf16", True, VOTE=1).asm["ptx"]
-    plain = compile_sm90_ws2("bf16", True).asm["ptx"]
+    from flash_mla.hopper.compile_check import ptx_subprocess
+    vote = ptx_subprocess("ws2-vote", "bf16", True)
+    plain = ptx_subprocess("ws2", "bf16", True)
     assert "bar.red.or" in plain and "bar.red.or" not in vote
     assert "vote.sync.any" in vote and "vote.sync.any" not in plain
 

@@ -197,16 +197,7 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
     sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
     included), its L2 cache hints and its ``griddepcontrol`` instructions (PDL)."""
-    base, _, suffix = kind.partition("-")
-    flags = _VARIANT_FLAGS[suffix] if base in ("ws", "ws2") else _PAIR_FLAGS[suffix] if base == "pair" else {}
-    if base == "ws":
-        k = compile_sm90_ws(dtype_str, causal, **flags)
-    elif base == "ws2":
-        k = compile_sm90_ws2(dtype_str, causal, **flags)
-    elif base == "pair":
-        k = compile_sm90_pair(dtype_str, causal, **flags)
-    else:
-        k = compile_sm90(dtype_str, causal, *config)
+    k = _build(kind, dtype_str, causal, config)
     ptx = k.asm["ptx"]
     return dict(stats(k), num_warps=k.metadata.num_warps, sm90a=".target sm_90a" in ptx,
                 setmaxnreg="setmaxnreg.inc.sync.aligned.u32" in ptx,
@@ -219,16 +210,40 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
                 gdc_launch=len(re.findall(r"griddepcontrol\.launch_dependents", ptx)))
 
 
+def _build(kind: str, dtype_str: str, causal: bool, config=(True, True, True)):
+    """The compiled kernel ``report`` describes (``kind`` as there)."""
+    base, _, suffix = kind.partition("-")
+    flags = _VARIANT_FLAGS[suffix] if base in ("ws", "ws2") else _PAIR_FLAGS[suffix] if base == "pair" else {}
+    if base == "ws":
+        return compile_sm90_ws(dtype_str, causal, **flags)
+    if base == "ws2":
+        return compile_sm90_ws2(dtype_str, causal, **flags)
+    if base == "pair":
+        return compile_sm90_pair(dtype_str, causal, **flags)
+    return compile_sm90(dtype_str, causal, *config)
+
+
 def report_subprocess(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -> dict:
     """``report`` in a fresh interpreter without ``TRITON_INTERPRET``: with it set (how CI runs the tests),
-    Triton 3.6 turns jitted helpers into interpreter functions at import and cannot compile the kernel."""
+    Triton 3.6 turns jitted helpers into interpreter functions at import and cannot compile the kernel (a warm
+    Triton cache hides this: nothing is compiled then)."""
+    return _fresh(f"report({kind!r}, {dtype_str!r}, {bool(causal)!r}, {tuple(config)!r})")
+
+
+def ptx_subprocess(kind: str, dtype_str: str, causal: bool) -> str:
+    """The PTX of ``report``'s ``kind`` (``"ws2"``, ``"ws2-gluon-s"`` ...), compiled as ``report_subprocess`` does."""
+    return _fresh(f"_build({kind!r}, {dtype_str!r}, {bool(causal)!r}).asm['ptx']")
+
+
+def _fresh(expr: str):
+    """``expr`` (over this module's names) evaluated in a fresh interpreter without ``TRITON_INTERPRET``; its value
+    comes back as JSON."""
     import json
     import os
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import json; from flash_mla.hopper.compile_check import report; "
-            f"print(json.dumps(report({kind!r}, {dtype_str!r}, {bool(causal)!r}, {tuple(config)!r})))")
+    code = f"import json; from flash_mla.hopper.compile_check import _build, report; print(json.dumps({expr}))"
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
