@@ -158,6 +158,18 @@ def test_ws2_own_refill_choice(monkeypatch):
     assert not W2.own_refill(2)
 
 
+def test_ws2_slim_vote_choice():
+    """SLIM runs only where asked, with the asm S and ring mbarriers per piece, not with MC or NAMED = 2; VOTE only
+    where asked, with LAZY, not with ASM_PV."""
+    import flash_mla.hopper.ws2_kernel as W2
+    assert W2.slim_on(1, True, False, 1, 2) and W2.slim_on(1, True, False, 1, 4)
+    assert not W2.slim_on(0, True, False, 1, 2)
+    assert not any([W2.slim_on(1, False, False, 1, 2), W2.slim_on(1, True, True, 1, 2),
+                    W2.slim_on(1, True, False, 2, 2), W2.slim_on(1, True, False, 1, 0)])
+    assert W2.vote_on(1, 8, False) and not W2.vote_on(0, 8, False)
+    assert not W2.vote_on(1, 0, False) and not W2.vote_on(1, 8, True)
+
+
 def test_q_descriptor_views():
     """Q_TMA's descriptor: q as [b, s_q * h_q, 576] with one row stride where q's layout has one; None (plain loads)
     where it does not or where TMA's 16-byte rules fail."""

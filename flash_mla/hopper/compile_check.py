@@ -92,16 +92,18 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
-              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), "ASM_PV": int(W2.ASM_PV), "SLIM": int(W2.SLIM), "VOTE": int(W2.VOTE), **overrides}
-    if not consts["LAZY"] or consts["ASM_PV"]:   # as the launcher: VOTE needs LAZY's flag to replace
-        consts["VOTE"] = 0
+              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), "ASM_PV": int(W2.ASM_PV), "SLIM": int(W2.SLIM),
+              "VOTE": int(W2.VOTE), **overrides}
     if consts["MC"]:   # as the launcher: no Q by TMA and no PDL in 2-CTA clusters
         if "Q_TMA" not in overrides:
             consts["Q_TMA"] = 0
         consts["PDL"] = 0
         consts["ASM_S"] = 0
         consts["ASM_PV"] = 0
-        consts["SLIM"] = 0
+    # as the launcher: SLIM and VOTE only where they can run
+    consts["SLIM"] = int(W2.slim_on(consts["SLIM"], bool(consts["ASM_S"]), bool(consts["MC"]), consts["NAMED"],
+                                    consts["CW"]))
+    consts["VOTE"] = int(W2.vote_on(consts["VOTE"], consts["LAZY"], bool(consts["ASM_PV"])))
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **W2.ASM_ZERO, **consts}
@@ -178,7 +180,8 @@ _VARIANT_FLAGS = {
     "asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},
     "asmpv-own": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64, "OWN": 1, "CW": 4},
     "trace": {"TRACE": 1}, "slim": {"SLIM": 1}, "slim-own": {"SLIM": 1, "OWN": 1, "CW": 4},
-    "vote": {"VOTE": 1}, "slim-vote": {"SLIM": 1, "VOTE": 1}, "slim-vote-own": {"SLIM": 1, "VOTE": 1, "OWN": 1, "CW": 4},
+    "vote": {"VOTE": 1}, "slim-vote": {"SLIM": 1, "VOTE": 1},
+    "slim-vote-own": {"SLIM": 1, "VOTE": 1, "OWN": 1, "CW": 4},
 }
 
 

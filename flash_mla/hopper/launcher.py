@@ -193,7 +193,8 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
                        NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=q_tma, PDL=int(pdl),
                        ASM_S=int(bool(W2.ASM_S) and not mc), ASM_PV=int(bool(W2.ASM_PV) and not mc),
-                       SLIM=int(bool(W2.SLIM and W2.ASM_S) and not mc and W2.NAMED != 2 and cw > 0), VOTE=int(bool(W2.VOTE and W2.LAZY) and not W2.ASM_PV), **W2.ASM_ZERO,
+                       SLIM=int(W2.slim_on(W2.SLIM, bool(W2.ASM_S), mc, W2.NAMED, cw)),
+                       VOTE=int(W2.vote_on(W2.VOTE, W2.LAZY, bool(W2.ASM_PV) and not mc)), **W2.ASM_ZERO,
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:

@@ -29,7 +29,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from . import asm_mma as AM
 from . import cluster as CL
 from .kernel import _part_meta, _running_max, _ss_chunk, _stage_q
-from .pair_kernel import _raw_wait
+from .pair_kernel import _bar_wait
 from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _pdl_start,
                         _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
@@ -74,18 +74,18 @@ ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without
                        # both m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per wgmma, 16 KB
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
-SLIM = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it without ASM_S or CHUNK_WAIT, with
-                       # NAMED = 2 or MC): the softmax warpgroups' page with fewer warpgroup barriers. The running-max
-                       # hand-off is one inline-PTX block (_publish_m): each thread stores its rows of M(n), arrives on
-                       # m_ready itself (m_ready counts 128 arrivals) and reads its rows back, so no membar bar.sync
-                       # before the store or the read-back and no thread barrier before the arrive; S's waits for the
-                       # ring pieces are inline PTX too (_ring_wait: no membar bar.sync before each). The step from S
-                       # done to P published, X, is ~1,400-1,600 cycles per page on H100 at h_q 128 s_q 2 against
-                       # ~600-800 of work (docs/perf-notes.md "Session 22"). The read-back keeps the exps after the
-                       # arrive (ptxas hoists them above it otherwise). Offsets from the first build (asm_constants:
-                       # mx_smem and m_ready get shapes of their own, [3, 64] and [3, 1]; ring_ready has one with
+SLIM = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it where it cannot run: slim_on): the
+                       # softmax warpgroups' page with fewer warpgroup barriers. The running-max hand-off is one
+                       # inline-PTX block (_publish_m): each thread stores its rows of M(n), arrives on m_ready itself
+                       # (m_ready counts 128 arrivals) and reads its rows back, so no membar bar.sync before the store
+                       # or the read-back and no thread barrier before the arrive; S's waits for the ring pieces are
+                       # inline PTX too (pair_kernel._bar_wait: no membar bar.sync before each). The step from S done
+                       # to P published, X, is ~1,400-1,600 cycles per page on H100 at h_q 128 s_q 2 against ~600-800
+                       # of work (docs/perf-notes.md "Session 22"). The read-back keeps the exps after the arrive
+                       # (ptxas hoists them above it otherwise). Offsets from the first build (asm_constants: mx_smem
+                       # and m_ready get shapes of their own, [3, 64] and [3, 1]; ring_ready has one with
                        # CHUNK_WAIT > 0)
-VOTE = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it without LAZY or with ASM_PV): no
+VOTE = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it where it cannot run: vote_on): no
                        # per-page rescale flag. The softmax warpgroups skip the LAZY flag's warpgroup-wide bar.red.or
                        # (in X, see SLIM) and its store; the P.V warpgroups read alpha every page and each warp skips
                        # its rows' O rescale when all 16 alphas are exactly 1 (a warp vote, lazy._lazy_scale, as the
@@ -93,6 +93,19 @@ VOTE = 0               # 1 (opt-in; not yet run on a GPU; the launcher drops it 
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0, MX_OFF=0, MR_OFF=0, RDY_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
+
+
+def slim_on(slim: int, asm_s: bool, mc: bool, named: int, cw: int) -> bool:
+    """Whether a launch asked for SLIM (``slim``) runs it: it needs the asm S (its offsets come from ASM_S's two-pass
+    build) and ring mbarriers per piece (CHUNK_WAIT > 0), and not MC or NAMED = 2 (the running max on named
+    barriers)."""
+    return bool(slim and asm_s) and not mc and named != 2 and cw > 0
+
+
+def vote_on(vote: int, lazy: int, asm_pv: bool) -> bool:
+    """Whether a launch asked for VOTE (``vote``) runs it: it replaces LAZY's rescale flag (none without LAZY) and
+    needs the two m64n128 accumulators (not ASM_PV's four quarters)."""
+    return bool(vote and lazy) and not asm_pv
 
 
 def own_refill(tiles: int, mc: bool = False) -> bool:
@@ -134,16 +147,6 @@ def _publish_m(m, rows, MX: gl.constexpr, MR: gl.constexpr):
     # thread and m_ready gets one arrival per thread (it counts 128)
     return gl.inline_asm_elementwise(_publish_m_asm(MR), "=f,=f,f,f,r,r", [m, MX + rows * 4], dtype=gl.float32,
                                      is_pure=False, pack=2)
-
-
-@gluon.jit
-def _ring_wait(kv_ready, idx, ph, sbase, RDY_OFF: gl.constexpr, SLIM: gl.constexpr):
-    """Wait for phase ``ph`` of ring mbarrier ``idx`` (SLIM: in inline PTX on its address ``sbase + RDY_OFF + 8 idx``,
-    which Triton's membar pass does not see, so no warpgroup bar.sync goes before it)."""
-    if SLIM:
-        _raw_wait(sbase + (RDY_OFF + 8 * idx), ph)
-    else:
-        mbarrier.wait(kv_ready.index(idx), ph)
 
 
 @gluon.jit
@@ -239,27 +242,28 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 # CW > 0: the page lands in 1 + CW pieces (rope, CW latent pieces) with their own mbarriers: S
                 # starts on the rope piece and waits for each latent piece just before its first chunk
                 if ASM_S and OWN:   # as below, the wgmmas from inline PTX (asm_mma)
-                    _ring_wait(kv_ready, 5 * SW + 1, ph, sbase, RDY_OFF, SLIM)
+                    _bar_wait(kv_ready, 5 * SW + 1, ph, sbase, RDY_OFF, SLIM)
                     s = AM.tile_mma(s, QS_OFF, KV_STAGE, True, BF16)
                     s = AM.mma_wait(s, 1)
                     for ch in gl.static_range(1, NV):
                         if ch % 2 == 0:
-                            _ring_wait(kv_ready, 5 * SW + 1 + _own_tile(ch) // 2, ph, sbase, RDY_OFF, SLIM)
+                            _bar_wait(kv_ready, 5 * SW + 1 + _own_tile(ch) // 2, ph, sbase, RDY_OFF, SLIM)
                         s = AM.tile_mma(s, QS_OFF + _own_tile(ch) * TILE, KV_STAGE + _own_tile(ch) * TILE, False,
                                         BF16)
                         s = AM.mma_wait(s, 1)
-                    _ring_wait(kv_ready, 5 * SW, ph, sbase, RDY_OFF, SLIM)
+                    _bar_wait(kv_ready, 5 * SW, ph, sbase, RDY_OFF, SLIM)
                     _stamp(trace_ptr, g, 1, TRACE)
                     s = AM.tile_mma(s, QRS_OFF, KR_STAGE, False, BF16)
                 elif ASM_S:
-                    _ring_wait(kv_ready, (CW + 1) * SW, ph, sbase, RDY_OFF, SLIM)
+                    _bar_wait(kv_ready, (CW + 1) * SW, ph, sbase, RDY_OFF, SLIM)
                     _stamp(trace_ptr, g, 1, TRACE)
                     s = AM.tile_mma(s, QRS_OFF, KR_STAGE, True, BF16)
                     s = AM.mma_wait(s, 1)
                     for ch in gl.static_range(NV):
                         if CW:
                             if ch % (NV // CW) == 0:
-                                _ring_wait(kv_ready, (CW + 1) * SW + 1 + ch // (NV // CW), ph, sbase, RDY_OFF, SLIM)
+                                _bar_wait(kv_ready, (CW + 1) * SW + 1 + ch // (NV // CW), ph, sbase, RDY_OFF,
+                                          SLIM)
                         s = AM.tile_mma(s, QS_OFF + ch * TILE, KV_STAGE + ch * TILE, False, BF16)
                         s = AM.mma_wait(s, 1)
                 elif OWN:   # pieces land in the order 1, 3 (each P.V warpgroup's first), 2, 4, rope
