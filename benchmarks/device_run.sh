@@ -16,7 +16,7 @@
 #   pairtrace: trace_pair.py (the paired kernel's per-pair SM clock stamps) on PT_SHAPE (default "8192 128 2 0")
 #        under each of PT_SETS (';'-separated sets of pair_kernel constants, default ";ASM_S=1;ASM_S=1 ASM_PV=1")
 #   wstrace: trace_ws.py kernel=ws2 (per-page steps, the softmax step X split) on WT_SHAPE (default "8192 128 2 0")
-#        under each of WT_SETS (';'-separated, ','-joined ws2 constants, default ";SLIM=1")
+#        under each of WT_SETS (';'-separated, ','-joined ws2 constants, default: the default only)
 #   asmwgmma: inline-PTX wgmma (uniform descriptors) against Gluon's: S checked against torch, S loop timed
 #        (benchmarks/experiments/asm_wgmma/run_gpu.py)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
@@ -91,7 +91,7 @@ for step in $steps; do
                  python3 benchmarks/trace_pair.py ${PT_SHAPE:-8192 128 2 0} $st > "$OUT/trace_pair_${tag:-default}.txt" 2>&1
                  echo "pair ${st:-default}: $(tail -n 1 "$OUT/trace_pair_${tag:-default}.txt")"
                done ;;
-    wstrace) IFS=';' read -ra sets <<< "${WT_SETS:-;SLIM=1}"   # ws2's per-page steps and its X split
+    wstrace) IFS=';' read -ra sets <<< "${WT_SETS:-;}"   # ws2's per-page steps and its X split
              for st in "${sets[@]}"; do tag=${st//[=,]/_}
                timeout 120 python3 benchmarks/trace_ws.py ${WT_SHAPE:-8192 128 2 0} "kernel=ws2${st:+,$st}" \
                  > "$OUT/trace_ws2_${tag:-default}.txt" 2>&1

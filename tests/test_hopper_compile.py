@@ -61,10 +61,8 @@ WS_KERNELS = {
     "ws2-asmpv": (128, WS2_SPILL_BUDGET, False),   # and ASM_PV = 1: P.V's too, P as a register operand (192 / 64)
     "ws2-asmpv-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-trace": (128, WS2_SPILL_BUDGET, False),   # TRACE = 1: the clock stamps of benchmarks/trace_ws.py
-    "ws2-slim": (128, WS2_SPILL_BUDGET, False),    # SLIM = 1: the running max handed over without warpgroup
-    "ws2-slim-own": (128, WS2_SPILL_BUDGET, False),  # barriers (opt-in)
-    "ws2-vote": (128, WS2_SPILL_BUDGET, False),    # VOTE = 1: no rescale flag; a warp vote on alpha (opt-in)
-    "ws2-slim-vote": (128, WS2_SPILL_BUDGET, False),
+    "ws2-fr": (128, WS2_SPILL_BUDGET, False),      # FR = 1: pieces refilled by their last readers (opt-in)
+    "ws2-fr-qload": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
@@ -123,27 +121,6 @@ def test_warp_specialized_kernel_compiles_for_sm90a(kind, dtype, causal):
         assert r["wgmma"] < 72, r
 
 
-def test_ws2_slim_drops_the_hand_off_barriers():
-    """SLIM: each softmax warpgroup's page loses warpgroup bar.syncs: in the running-max hand-off (membar before the
-    store, the thread barrier before the single-thread arrive, membar before the read-back; membar adds one before
-    P's store instead) and before S's waits for the ring pieces (inline PTX): six fewer in the kernel's PTX, the
-    wgmmas and TMAs unchanged."""
-    slim = report_subprocess("ws2-slim", "bf16", True)
-    plain = report_subprocess("ws2", "bf16", True)
-    assert plain["bar_sync"] - slim["bar_sync"] >= 6, (plain["bar_sync"], slim["bar_sync"])
-    assert slim["wgmma"] == plain["wgmma"] and slim["tma"] == plain["tma"], (slim, plain)
-
-
-def test_ws2_vote_drops_the_flag_reduction():
-    """VOTE: the softmax warpgroups' warpgroup-wide bar.red.or for the rescale flag goes; the P.V warpgroups vote per
-    warp instead (vote.sync.any in the PTX)."""
-    from flash_mla.hopper.compile_check import ptx_subprocess
-    vote = ptx_subprocess("ws2-vote", "bf16", True)
-    plain = ptx_subprocess("ws2", "bf16", True)
-    assert "bar.red.or" in plain and "bar.red.or" not in vote
-    assert "vote.sync.any" in vote and "vote.sync.any" not in plain
-
-
 def test_ws2_own_refill_choice(monkeypatch):
     """ws2's own-piece refill: by default on for two row tiles, off for more and with 2-CTA clusters; OWN forces it,
     and it brings its CHUNK_WAIT."""
@@ -158,16 +135,25 @@ def test_ws2_own_refill_choice(monkeypatch):
     assert not W2.own_refill(2)
 
 
-def test_ws2_slim_vote_choice():
-    """SLIM runs only where asked, with the asm S and ring mbarriers per piece, not with MC or NAMED = 2; VOTE only
-    where asked, with LAZY, not with ASM_PV."""
+def test_ws2_fr_choice():
+    """FR runs only where asked, with the asm S, not with ASM_PV, MC or Q_TMA = 2."""
     import flash_mla.hopper.ws2_kernel as W2
-    assert W2.slim_on(1, True, False, 1, 2) and W2.slim_on(1, True, False, 1, 4)
-    assert not W2.slim_on(0, True, False, 1, 2)
-    assert not any([W2.slim_on(1, False, False, 1, 2), W2.slim_on(1, True, True, 1, 2),
-                    W2.slim_on(1, True, False, 2, 2), W2.slim_on(1, True, False, 1, 0)])
-    assert W2.vote_on(1, 8, False) and not W2.vote_on(0, 8, False)
-    assert not W2.vote_on(1, 0, False) and not W2.vote_on(1, 8, True)
+    assert W2.fr_on(1, False, True, False, 1) and W2.fr_on(1, False, True, False, 0)
+    assert not W2.fr_on(0, False, True, False, 1)
+    assert not any([W2.fr_on(1, True, True, False, 1), W2.fr_on(1, False, False, False, 1),
+                    W2.fr_on(1, False, True, True, 1), W2.fr_on(1, False, True, False, 2)])
+
+
+def test_ws2_fr_shared_memory():
+    """FR's shared memory: no rope tile for Q (it lives in registers) and two 8 KB P buffers of their own (int16), so
+    that the rope slots hold only keys; the ring and Q's latent part as in the default."""
+    from flash_mla.hopper.compile_check import alloc_shapes_subprocess
+    fr = alloc_shapes_subprocess("ws2-fr", "bf16", True)
+    plain = alloc_shapes_subprocess("ws2", "bf16", True)
+    assert "64x64xbf16" in plain and "64x64xbf16" not in fr, (plain, fr)
+    assert "2x64x64xi16" in fr and "2x64x64xi16" not in plain, (plain, fr)
+    for shape in ("64x512xbf16", "2x64x512xbf16", "2x64x64xbf16"):
+        assert shape in fr and shape in plain, (shape, plain, fr)
 
 
 def test_q_descriptor_views():

@@ -1,4 +1,4 @@
-"""The lazy running max's rescales (LAZY in pair_kernel and, with VOTE, ws2_kernel): each warp skips its multiplies
+"""The lazy running max's rescales (the paired kernel's LAZY): each warp skips its multiplies
 when every row scale of its 16 rows is exactly 1, decided by a warp vote on the scales themselves (inline PTX: a
 ``vote.sync.any`` and a branch around the multiplies; ptxas keeps the accumulator in place)."""
 from triton.experimental import gluon
