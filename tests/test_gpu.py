@@ -137,8 +137,6 @@ _VARIANTS = {
     "-asm": {"ASM_S": 1},                  # S's wgmmas from inline PTX (pair; opt-in)
     "-asm-pv": {"ASM_S": 1, "ASM_PV": 1},  # and P.V's, O as four quarters (pair; opt-in)
     "-asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},   # and P.V's, P read once per page (ws2)
-    "-fr": {"FR": 1},                      # ring pieces refilled by their last readers, P in its own buffers (ws2)
-    "-fr-qload": {"FR": 1, "Q_TMA": 0},    # and the Q tile by plain loads
 }
 
 
@@ -164,8 +162,8 @@ def _set_variant(kernel, monkeypatch):
 ], ids=["partial-pages", "empty", "splits-causal-fp16", "h128-splits", "sq3-causal", "many-chunks"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-cw0", "pair", "pair-exact", "pair-early", "ws-mbar", "ws2-mbar",
                                     "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload", "ws2-qload", "ws-qtma2", "ws2-qtma2",
-                                    "ws-pdl", "ws2-pdl", "ws2-gluon-s", "ws2-asmpv", "ws2-fr", "ws2-fr-qload",
-                                    "pair-asm", "pair-asm-pv"])
+                                    "ws-pdl", "ws2-pdl", "ws2-gluon-s", "ws2-asmpv", "pair-asm",
+                                    "pair-asm-pv"])
 def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monkeypatch):
     """Each warp-specialized kernel on every shape via launcher.CONFIG_OVERRIDE (the default picks ws for one
     64-row tile and ws2 for more; pair_kernel is opt-in, pair-exact: its LAZY = 0, pair-early: EARLY_P0 = 1;
@@ -177,8 +175,7 @@ def test_hopper_forced_kernel(kernel, lens, s_q, h_q, dtype, causal, parts, monk
     chunk's Q issued early; -pdl: PDL = 1, a programmatic dependent launch instead of a plain one; ws2-gluon-s:
     ASM_S = 0, S's wgmmas from Gluon (the default, ASM_S = 1, issues them from inline PTX); ws2-asmpv: also ASM_PV =
     1, P.V's wgmmas from inline PTX with P as a register operand, at a 192 / 64 register split; pair-asm: the paired
-    kernel's S from inline PTX; pair-asm-pv: its P.V too; ws2-fr: FR = 1, every ring piece refilled by its last
-    reader, P in buffers of its own, Q's rope tile in registers; ws2-fr-qload: with the Q tile by plain loads)."""
+    kernel's S from inline PTX; pair-asm-pv: its P.V too)."""
     q, kc, bt, seqlens = edge_inputs(lens, s_q, h_q, dtype)
     if resolve_backend(q, kc, 512) != "hopper":
         pytest.skip("needs the Hopper backend")
@@ -227,8 +224,8 @@ def test_hopper_mc_edges(lens, s_q, h_q, causal, parts, cw, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("lazy", [8, 0], ids=["lazy", "exact"])
 @pytest.mark.parametrize("kernel", ["ws", "ws2", "ws2-mbar", "ws2-own", "ws2-mc", "ws2-mnamed", "ws-qload",
-                                    "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws2-gluon-s", "ws2-asmpv", "ws2-fr",
-                                    "pair", "pair-early", "pair-asm", "pair-asm-pv"])
+                                    "ws2-qload", "ws-qtma2", "ws2-qtma2", "ws2-gluon-s", "ws2-asmpv", "pair",
+                                    "pair-early", "pair-asm", "pair-asm-pv"])
 def test_hopper_max_jumps(kernel, lazy, dtype, monkeypatch):
     """Scores whose running row max jumps by far more than the LAZY threshold in mid-sequence (keys of some pages
     scaled up), and drops again: the pages where the max moves are the only ones on which the P·V warpgroups

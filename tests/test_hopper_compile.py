@@ -61,8 +61,6 @@ WS_KERNELS = {
     "ws2-asmpv": (128, WS2_SPILL_BUDGET, False),   # and ASM_PV = 1: P.V's too, P as a register operand (192 / 64)
     "ws2-asmpv-own": (128, WS2_SPILL_BUDGET, False),
     "ws2-trace": (128, WS2_SPILL_BUDGET, False),   # TRACE = 1: the clock stamps of benchmarks/trace_ws.py
-    "ws2-fr": (128, WS2_SPILL_BUDGET, False),      # FR = 1: pieces refilled by their last readers (opt-in)
-    "ws2-fr-qload": (128, WS2_SPILL_BUDGET, False),
     "pair": (255, PAIR_SPILL_BUDGET, True),
     "pair-raw0": (255, PAIR_SPILL_BUDGET, True),
     "pair-p0first-hint": (255, PAIR_SPILL_BUDGET, True),
@@ -133,27 +131,6 @@ def test_ws2_own_refill_choice(monkeypatch):
     assert W2.own_refill(4) and not W2.own_refill(4, mc=True)
     monkeypatch.setattr(W2, "OWN", 0)
     assert not W2.own_refill(2)
-
-
-def test_ws2_fr_choice():
-    """FR runs only where asked, with the asm S, not with ASM_PV, MC or Q_TMA = 2."""
-    import flash_mla.hopper.ws2_kernel as W2
-    assert W2.fr_on(1, False, True, False, 1) and W2.fr_on(1, False, True, False, 0)
-    assert not W2.fr_on(0, False, True, False, 1)
-    assert not any([W2.fr_on(1, True, True, False, 1), W2.fr_on(1, False, False, False, 1),
-                    W2.fr_on(1, False, True, True, 1), W2.fr_on(1, False, True, False, 2)])
-
-
-def test_ws2_fr_shared_memory():
-    """FR's shared memory: no rope tile for Q (it lives in registers) and two 8 KB P buffers of their own (int16), so
-    that the rope slots hold only keys; the ring and Q's latent part as in the default."""
-    from flash_mla.hopper.compile_check import alloc_shapes_subprocess
-    fr = alloc_shapes_subprocess("ws2-fr", "bf16", True)
-    plain = alloc_shapes_subprocess("ws2", "bf16", True)
-    assert "64x64xbf16" in plain and "64x64xbf16" not in fr, (plain, fr)
-    assert "2x64x64xi16" in fr and "2x64x64xi16" not in plain, (plain, fr)
-    for shape in ("64x512xbf16", "2x64x512xbf16", "2x64x64xbf16"):
-        assert shape in fr and shape in plain, (shape, plain, fr)
 
 
 def test_q_descriptor_views():

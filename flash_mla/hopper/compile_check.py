@@ -92,18 +92,13 @@ def compile_sm90_ws2(dtype_str: str = "bf16", causal: bool = True, **overrides):
     consts = {"TRACE": 0, "CAUSAL": causal, "num_warps": W2.NUM_WARPS, "PV_REGS": W2.PV_REGS,
               "SM_REGS": W2.SM_REGS, "CW": int(W2.CHUNK_WAIT), "LAZY": int(W2.LAZY),
               "NAMED": int(W2.NAMED), "OWN": int(W2.OWN or 0), "MC": int(W2.MC), "Q_TMA": int(W2.Q_TMA),
-              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), "ASM_PV": int(W2.ASM_PV), "FR": int(W2.FR), **overrides}
+              "PDL": int(W2.PDL), "ASM_S": int(W2.ASM_S), "ASM_PV": int(W2.ASM_PV), **overrides}
     if consts["MC"]:   # as the launcher: no Q by TMA and no PDL in 2-CTA clusters
         if "Q_TMA" not in overrides:
             consts["Q_TMA"] = 0
         consts["PDL"] = 0
         consts["ASM_S"] = 0
         consts["ASM_PV"] = 0
-    # as the launcher: FR only where it can run, and it brings the own-piece refill
-    consts["FR"] = int(W2.fr_on(consts["FR"], bool(consts["MC"]), bool(consts["ASM_S"]), bool(consts["ASM_PV"]),
-                                consts["Q_TMA"]))
-    if consts["FR"]:
-        consts["OWN"], consts["CW"] = 1, W2.OWN_CHUNK_WAIT
     v_box = K.HEAD_DIM_V // K.CHUNK // (consts["CW"] or 1)
     opts = {"num_warps": W2.NUM_WARPS, "maxnreg": W2.MAXNREG}
     consts = {**CL.MC_ZERO, **W2.ASM_ZERO, **consts}
@@ -179,7 +174,7 @@ _VARIANT_FLAGS = {
     "gluon-s": {"ASM_S": 0}, "gluon-s-own": {"ASM_S": 0, "OWN": 1, "CW": 4},
     "asmpv": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64},
     "asmpv-own": {"ASM_S": 1, "ASM_PV": 1, "PV_REGS": 192, "SM_REGS": 64, "OWN": 1, "CW": 4},
-    "trace": {"TRACE": 1}, "fr": {"FR": 1}, "fr-qload": {"FR": 1, "Q_TMA": 0},
+    "trace": {"TRACE": 1},
 }
 
 
@@ -192,8 +187,7 @@ def report(kind: str, dtype_str: str, causal: bool, config=(True, True, True)) -
     early), ``"ws-pdl"`` / ``"ws2-pdl"`` (PDL = 1: programmatic dependent launch), ``"ws2-gluon-s"`` /
     ``"ws2-gluon-s-own"`` (ASM_S = 0: S's wgmmas from Gluon instead of inline PTX), ``"ws2-asmpv"`` /
     ``"ws2-asmpv-own"`` (and ASM_PV = 1: P.V's, at 192 / 64 registers), ``"ws2-trace"`` (TRACE = 1: the per-page
-    clock stamps of ``benchmarks/trace_ws.py``), ``"ws2-fr"`` / ``"ws2-fr-qload"`` (FR = 1: every ring piece
-    refilled by its last reader, P in buffers of its own, Q's rope tile in registers),
+    clock stamps of ``benchmarks/trace_ws.py``),
     ``"pair"`` (``"pair-raw0"`` ...: ``_PAIR_FLAGS``) or ``"lockstep"``) plus its warp count, whether its PTX targets
     sm_90a and uses ``setmaxnreg``, its named-barrier arrives (``bar.arrive``) and syncs (``bar.sync``, Triton's own
     included), its L2 cache hints and its ``griddepcontrol`` instructions (PDL)."""
@@ -235,16 +229,6 @@ def ptx_subprocess(kind: str, dtype_str: str, causal: bool) -> str:
     return _fresh(f"_build({kind!r}, {dtype_str!r}, {bool(causal)!r}).asm['ptx']")
 
 
-def alloc_shapes(kind: str, dtype_str: str, causal: bool) -> list:
-    """The shapes and element types of ``report``'s ``kind``'s shared-memory allocations (``"2x64x512xbf16"`` ...)."""
-    return sorted(t.split("<", 1)[1].split(",", 1)[0] for _, t in CL.smem_offsets(_build(kind, dtype_str, causal)))
-
-
-def alloc_shapes_subprocess(kind: str, dtype_str: str, causal: bool) -> list:
-    """``alloc_shapes`` compiled as ``report_subprocess`` does."""
-    return _fresh(f"alloc_shapes({kind!r}, {dtype_str!r}, {bool(causal)!r})")
-
-
 def _fresh(expr: str):
     """``expr`` (over this module's names) evaluated in a fresh interpreter without ``TRITON_INTERPRET``; its value
     comes back as JSON."""
@@ -253,8 +237,7 @@ def _fresh(expr: str):
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = ("import json; from flash_mla.hopper.compile_check import _build, alloc_shapes, report; "
-            f"print(json.dumps({expr}))")
+    code = f"import json; from flash_mla.hopper.compile_check import _build, report; print(json.dumps({expr}))"
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 

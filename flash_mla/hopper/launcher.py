@@ -170,8 +170,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
     v_box = K.HEAD_DIM_V // K.CHUNK      # 64-column tiles per TMA box of the latent part
     if cfg == WS2:
         mc = bool(W2.MC) and grid[0] % 2 == 0      # 2-CTA clusters need an even number of row tiles
-        fr = W2.fr_on(W2.FR, mc, bool(W2.ASM_S), bool(W2.ASM_PV), int(W2.Q_TMA))
-        own = fr or W2.own_refill(grid[0], mc)     # (FR refills the latent pieces as OWN does)
+        own = W2.own_refill(grid[0], mc)
         cw = W2.chunk_wait(own)
     if cfg == PAIR:
         v_box = P.V_BOX
@@ -194,7 +193,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
                        NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=q_tma, PDL=int(pdl),
                        ASM_S=int(bool(W2.ASM_S) and not mc), ASM_PV=int(bool(W2.ASM_PV) and not mc),
-                       FR=int(fr), **W2.ASM_ZERO,
+                       **W2.ASM_ZERO,
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:

@@ -28,9 +28,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 
 from . import asm_mma as AM
 from . import cluster as CL
-from .kernel import _issue_piece, _part_meta, _running_max, _ss_chunk, _stage_q
-from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _next_page,
-                        _pdl_start, _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
+from .kernel import _part_meta, _running_max, _ss_chunk, _stage_q
+from .ws_kernel import (P_BAR, _any_ne, _finish_chunk, _has_work_after, _issue_q, _named_bar, _pdl_start,
+                        _publish_p, _row_limits, _scaled_scores, _stamp, _ws_pv, _ws_shared)
 
 NUM_WARPS = 4          # default partition = P·V warpgroup 0 (gets the rest of the registers: 160)
 PV_REGS = 160          # setmaxnreg of P·V warpgroup 1
@@ -73,24 +73,9 @@ ASM_PV = 0             # 1 (opt-in; H100: correct, 1.2-3.5 % slower than without
                        # both m64n128 wgmmas, issued from inline PTX: asm_mma.pv_mma) instead of once per wgmma, 16 KB
                        # less shared-memory traffic per page (of 320); needs PV_REGS >= 176 (192 / 64 with ASM_S).
                        # Offsets as ASM_S. Not with MC
-FR = 0                 # 1 (opt-in; not yet run on a GPU; the launcher drops it where it cannot run: fr_on; it brings OWN):
-                       # every ring piece is refilled by its last reader, with no wait for another warpgroup. The
-                       # latent pieces by their P.V warpgroup (OWN), the rope piece by the page's softmax warpgroup
-                       # once P is published (its own load cursor); P has buffers of its own (2 x 8 KB) instead of
-                       # the rope slot, and a P buffer is rewritten after both P.V warpgroups arrive on kv_free. The
-                       # room comes from Q's rope tile, which each softmax warpgroup holds in registers (loaded from
-                       # global memory per chunk; the rope wgmma takes A from registers). In the session-23 trace
-                       # P.V warpgroup 0 spends 550-750 cycles between its P.V of page n and of page n + 1 waiting
-                       # for warpgroup 1 and refilling the stage, on the chain (docs/perf-notes.md "Session 23")
 ASM_ZERO = dict(QS_OFF=0, QRS_OFF=0, KVS_OFF=0, KRS_OFF=0)
 TRACE_BUF = None       # diagnostics, as ws_kernel.TRACE_BUF (both softmax warpgroups stamp their own pages)
 TRACE_MODE = 1         # as ws_kernel.TRACE_MODE
-
-
-def fr_on(fr: int, mc: bool, asm_s: bool, asm_pv: bool, q_tma: int) -> bool:
-    """Whether a launch asked for FR (``fr``) runs it: it needs the asm S (the rope wgmma with A from registers), not
-    ASM_PV (P as a register operand from the rope slot), MC, or Q_TMA = 2 (which TMAs Q's rope tile)."""
-    return bool(fr and asm_s) and not asm_pv and not mc and q_tma != 2
 
 
 def own_refill(tiles: int, mc: bool = False) -> bool:
@@ -122,9 +107,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                  CHUNK: gl.constexpr, trace_ptr, TRACE: gl.constexpr, CW: gl.constexpr, LAZY: gl.constexpr,
                  NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0, MC: gl.constexpr = 0, q_desc=None,
                  Q_TMA: gl.constexpr = 0, q_land=None, ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0,
-                 QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0,
-                 FR: gl.constexpr = 0, pb_smem=None, kv_free=None, k_desc=None, v_desc=None, bt_ptr=None,
-                 stride_bt=0):
+                 QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0, KRS_OFF: gl.constexpr = 0):
     dtype: gl.constexpr = q_smem.dtype
     BF16: gl.constexpr = dtype == gl.bfloat16
     TILE: gl.constexpr = PAGE * CHUNK * 2                        # bytes of one 64 x 64 tile (16-bit dtypes)
@@ -136,7 +119,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                                                        instr_shape=[16, PAGE, 16])
     ld_layout: gl.constexpr = gl.BlockedLayout([1, 8], [8, 4], [4, 1], [1, 0])
     s_row: gl.constexpr = gl.SliceLayout(1, s_layout)
-    s_col: gl.constexpr = gl.SliceLayout(0, s_layout)
     NV: gl.constexpr = DV // CHUNK
     tile_layout: gl.constexpr = kr_smem.layout   # 2-D swizzle of one 64 x 64 tile; in a 3-D view dim 0 is a batch
 
@@ -150,22 +132,6 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
     q3 = q_smem._reinterpret(dtype, [NV, BLOCK_M, CHUNK], tile_layout)
     kv3 = kv._reinterpret(dtype, [NV, PAGE, CHUNK], tile_layout)
 
-    # FR: the rope load cursor, kept at page g + 2 while this warpgroup works on its page g (P.V warpgroup 0 issues
-    # the first two pages whole)
-    rbi = begin_idx
-    rn = 0
-    rn_end = 0
-    rpage = 0
-    if FR:
-        if begin_idx <= end_idx:
-            L0, start0, end0 = _ss_chunk(seqlens_ptr, meta_ptr, part, begin_idx, begin_idx, end_idx, begin_seqlen,
-                                         end_seqlen)
-            rbi, rn, rn_end, rpage = _next_page(rbi, start0 // PAGE - 1, (end0 + PAGE - 1) // PAGE, end_idx,
-                                                seqlens_ptr, meta_ptr, part, begin_idx, begin_seqlen, end_seqlen,
-                                                bt_ptr, stride_bt, PAGE)
-            for j in gl.static_range(2 + SW):
-                rbi, rn, rn_end, rpage = _next_page(rbi, rn, rn_end, end_idx, seqlens_ptr, meta_ptr, part,
-                                                    begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt, PAGE)
     s = gl.zeros([BLOCK_M, PAGE], gl.float32, layout=s_layout)
     it0 = 0   # CTA page index of the chunk's first page
     c = 0     # chunks with work
@@ -194,26 +160,18 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
             else:
                 # ---- Q tile: both warpgroups done with the previous chunk's S -> each stages its half ----
                 mbarrier.wait(q_free, (c & 1) ^ 1)
-                # SW 0: latent columns 0-255; SW 1: 256-511 and the rope columns (FR: not the rope, held in
-                # registers)
-                Q_HI: gl.constexpr = NV // 2 + SW * (NV // 2 + 1 - FR)
+                # SW 0: latent columns 0-255; SW 1: 256-511 and the rope columns
                 if Q_TMA:   # by TMA: each warpgroup's expect is one of q_ready's two arrivals
-                    _issue_q(q_desc, q_smem, qr_smem, q_ready, bi, m0, CHUNK, SW * (NV // 2), Q_HI)
+                    _issue_q(q_desc, q_smem, qr_smem, q_ready, bi, m0, CHUNK, SW * (NV // 2),
+                             NV // 2 + SW * (NV // 2 + 1))
                 else:
                     _stage_q(q_ptr, bi, stride_qb, stride_qs, stride_qh, m0, R, H_Q, q_smem, qr_smem, ld_layout,
-                             CHUNK, SW * (NV // 2), Q_HI)
+                             CHUNK, SW * (NV // 2), NV // 2 + SW * (NV // 2 + 1))
                     fence_async_shared()
                     gl.thread_barrier()
                     mbarrier.arrive(q_ready, count=1)
                 mbarrier.wait(q_ready, c & 1)
 
-            rq = s   # (a placeholder unless FR)
-            if FR:   # Q's rope tile in S's layout, which is wgmma's A-register layout (rows past R read as 0)
-                rows_q = m0 + gl.arange(0, BLOCK_M, layout=s_row)
-                q_off = (bi.to(gl.int64) * stride_qb + (rows_q // H_Q).to(gl.int64) * stride_qs
-                         + (rows_q % H_Q).to(gl.int64) * stride_qh)
-                rq = gl.load(q_ptr + q_off[:, None] + (DV + gl.arange(0, CHUNK, layout=s_col))[None, :],
-                             mask=(rows_q < R)[:, None], other=0.0)
             rows_s, lim, lim_lo = _row_limits(m0, L, end, H_Q, S_Q, CAUSAL, BLOCK_M, s_row)
             l_w = gl.zeros([BLOCK_M], gl.float32, layout=s_row)                 # row sum of this warpgroup's pages,
             m_w = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_row)   # relative to M of its last page
@@ -238,10 +196,7 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                         s = AM.mma_wait(s, 1)
                     mbarrier.wait(kv_ready.index(5 * SW), ph)
                     _stamp(trace_ptr, g, 1, TRACE)
-                    if FR:
-                        s = AM.tile_mma_ra(s, rq, KR_STAGE, BF16)
-                    else:
-                        s = AM.tile_mma(s, QRS_OFF, KR_STAGE, False, BF16)
+                    s = AM.tile_mma(s, QRS_OFF, KR_STAGE, False, BF16)
                 elif ASM_S:
                     mbarrier.wait(kv_ready.index((CW + 1) * SW), ph)
                     _stamp(trace_ptr, g, 1, TRACE)
@@ -314,23 +269,10 @@ def _ws2_softmax(SW: gl.constexpr, q_ptr, stride_qb, stride_qs, stride_qh,
                 p = gl.exp2(sv - m_use[:, None])
                 l_w = gl.where(m_w == float("-inf"), 0.0, l_w * gl.exp2(m_w - m_use)) + gl.sum(p, axis=1)
                 _stamp(trace_ptr, g, 14, TRACE)     # (exps and row sums done)
-                if FR:   # both P.V warpgroups done with this buffer's previous P (and the stage's alpha, flag)
-                    mbarrier.wait(kv_free.index(SW), ph ^ 1)
                 if LAZY:
-                    fl_smem.index(SW).store(flag.to(fl_smem.dtype))
-                if FR:
-                    _publish_p(p, alpha, ax_smem.index(SW), pb_smem.index(SW)._reinterpret(dtype, [BLOCK_M, PAGE],
-                                                                                          tile_layout),
-                               p_ready.index(SW), BLOCK_M, PAGE, NAMED, P_BAR + 2 * SW)
-                    # the rope slot's S is done: page g + 2's rope piece, then the cursor two pages on
-                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, rpage, rn < rn_end, SW, 0, PAGE, CHUNK)
-                    for j in gl.static_range(2):
-                        rbi, rn, rn_end, rpage = _next_page(rbi, rn, rn_end, end_idx, seqlens_ptr, meta_ptr, part,
-                                                            begin_idx, begin_seqlen, end_seqlen, bt_ptr, stride_bt,
-                                                            PAGE)
-                else:
-                    _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED,
-                               P_BAR + 2 * SW)
+                    fl_smem.index(SW).store(flag)
+                _publish_p(p, alpha, ax_smem.index(SW), kr, p_ready.index(SW), BLOCK_M, PAGE, NAMED,
+                           P_BAR + 2 * SW)
                 m_w = m_new
                 _stamp(trace_ptr, g, 3, TRACE)
             # NAMED = 2: the other warpgroup syncs on each page's M arrive at its next page; the chunk's last page's
@@ -399,7 +341,7 @@ def mla_decode_ws2_kernel(
     RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0, VD_PARAM: gl.constexpr = 0,
     Q_TMA: gl.constexpr = 0, PDL: gl.constexpr = 0,
     ASM_S: gl.constexpr = 0, QS_OFF: gl.constexpr = 0, QRS_OFF: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
-    KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, FR: gl.constexpr = 0,
+    KRS_OFF: gl.constexpr = 0, ASM_PV: gl.constexpr = 0,
 ):
     gl.static_assert(num_warps == 4, "default partition = P·V warpgroup 0")
     gl.static_assert((MC == 0) | (PDL == 0), "PDL: not with MC (the launcher turns it off)")
@@ -409,13 +351,8 @@ def mla_decode_ws2_kernel(
     gl.static_assert((MC == 0) | (ASM_PV == 0), "ASM_PV: not with MC (the launcher turns it off)")
     # the ws kernel's shared memory (Q, 2-stage ring, alpha, flag, 1/l, ring / P / 1/l barriers) + the hand-offs
     # between the two softmax warpgroups
-    gl.static_assert((FR == 0) | ((OWN != 0) & (ASM_S != 0) & (ASM_PV == 0) & (MC == 0) & (Q_TMA != 2)),
-                     "FR: with OWN and ASM_S, not with ASM_PV, MC or Q_TMA = 2")
     (q_smem, qr_smem, kv_smem, kr_smem, ax_smem, lx_smem, fl_smem,
-     kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV, FR == 0)
-    pb_smem = kr_smem   # (a placeholder unless FR)
-    if FR:   # P's own buffers, one per stage (int16: a type no other allocation has, for asm_constants)
-        pb_smem = gl.allocate_shared_memory(gl.int16, [2, BLOCK_M, PAGE], kr_smem.layout)
+     kv_ready, kv_free, p_ready, l_ready, l_free) = _ws_shared(k_desc, BLOCK_M, PAGE, D, DV)
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
     mx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)   # running max M(n), by n % 2
@@ -454,31 +391,28 @@ def mla_decode_ws2_kernel(
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, ASM_PV, KVS_OFF, FR, pb_smem)),
+                  VD_PARAM, ASM_PV, KVS_OFF)),
         (_ws_pv, (1, kv_smem, kr_smem, ax_smem, lx_smem, ring_ready, kv_free, p_ready, l_ready, l_free,
                   seqlens_ptr, meta_ptr, num_splits_ptr, out_ptr, oacc_ptr, stride_oacc_b, stride_oacc_r, R,
                   k_desc, v_desc, bt_ptr, stride_bt, BLOCK_M, PAGE, D, DV, CHUNK, trace_ptr, TRACE, 128, CW,
                   fl_smem, LAZY != 0, NAMED, OWN, MC, cl_free, KV_OFF, KR_OFF, RR_OFF, CF_OFF, KD_PARAM,
-                  VD_PARAM, ASM_PV, KVS_OFF, FR, pb_smem)),
+                  VD_PARAM, ASM_PV, KVS_OFF)),
         (_ws2_softmax, (0, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF, FR,
-                        pb_smem, kv_free, k_desc, v_desc, bt_ptr, stride_bt)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
         (_ws2_softmax, (1, q_ptr, stride_qb, stride_qs, stride_qh, q_smem, qr_smem, kv_smem, kr_smem, ax_smem,
                         lx_smem, mx_smem, lp_smem, fl_smem, ring_ready, p_ready, l_ready, l_free, m_ready, q_ready,
                         q_free, lp_ready, seqlens_ptr, meta_ptr, num_splits_ptr, lse_ptr, lacc_ptr, stride_lacc_b,
                         sm_scale_log2, R, H_Q, S_Q, CAUSAL, BLOCK_M, PAGE, DV, CHUNK, trace_ptr, TRACE, CW, LAZY,
-                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF, FR,
-                        pb_smem, kv_free, k_desc, v_desc, bt_ptr, stride_bt)),
+                        NAMED, OWN, MC, q_desc, Q_TMA, q_land, ASM_S, QS_OFF, QRS_OFF, KVS_OFF, KRS_OFF)),
     ], [4, 4, 4], [PV_REGS, SM_REGS, SM_REGS])
 
 
 def asm_constants(first_compile) -> dict:
-    """ASM_S's constexprs: the shared-memory offsets of Q's latent part and rope (none with FR: 0), and of the ring's
-    latent part and rope tiles, read from ``first_compile`` (a build with ``ASM_ZERO``, which has the same layout)."""
-    offs = [(o, t) for o, t in CL.smem_offsets(first_compile) if "xi16," not in t]   # (FR's P buffers)
-    qr = any(t.startswith("!ttg.memdesc<64x64x") for _, t in offs)
-    return dict(QS_OFF=CL.find_offset(offs, "64x512x"), QRS_OFF=CL.find_offset(offs, "64x64x") if qr else 0,
+    """ASM_S's constexprs: the shared-memory offsets of Q's latent part and rope, and of the ring's latent part and
+    rope tiles, read from ``first_compile`` (a build with ``ASM_ZERO``, which has the same layout)."""
+    offs = CL.smem_offsets(first_compile)
+    return dict(QS_OFF=CL.find_offset(offs, "64x512x"), QRS_OFF=CL.find_offset(offs, "64x64x"),
                 KVS_OFF=CL.find_offset(offs, "2x64x512x"), KRS_OFF=CL.find_offset(offs, "2x64x64x"))

@@ -393,14 +393,13 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
            fl_smem=None, FLAG: gl.constexpr = False, NAMED: gl.constexpr = 0, OWN: gl.constexpr = 0,
            MC: gl.constexpr = 0, cl_free=None, KV_OFF: gl.constexpr = 0, KR_OFF: gl.constexpr = 0,
            RR_OFF: gl.constexpr = 0, CF_OFF: gl.constexpr = 0, KD_PARAM: gl.constexpr = 0,
-           VD_PARAM: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0,
-           FR: gl.constexpr = 0, pb_smem=None):
+           VD_PARAM: gl.constexpr = 0, ASM_PV: gl.constexpr = 0, KVS_OFF: gl.constexpr = 0):
     """P.V warpgroup ``WG`` (output columns WG*256 .. +255, as one 64 x 256 accumulator or, PV_N = 128, two 64 x 128
     ones: an m64n256 wgmma needs >= 154 registers at the kernel's entry, more than 16 warps have). Warpgroup 0 also
     drives the TMA ring: it issues the first two pages, and after each page waits for both warpgroups' P.V and
     refills the stage two pages ahead (CW > 0: the rope columns and CW latent pieces with one mbarrier each,
     ``kv_ready[(CW + 1) * stage + piece]``, instead of one ``kv_ready[stage]``). FLAG: the softmax side also
-    publishes ``fl_smem[stage]`` (int32, FR: int8; the same in every slot), 0 when every alpha of the page is exactly 1: O
+    publishes ``fl_smem[stage]`` (int32, the same in every slot), 0 when every alpha of the page is exactly 1: O
     is then not rescaled. OWN (ws2 with CW = 4, opt-in): each P.V warpgroup refills the two latent pieces it reads
     itself, each as soon as its accumulator's wgmma is done (pieces 1 + 2 WG, then 2 + 2 WG); warpgroup 0 the rope
     piece (which holds P) after both. MC (ws2, opt-in): 2-CTA cluster, each page multicast into both CTAs, half
@@ -408,9 +407,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     arrive per page). ASM_PV (ws2 with PV_N = 128, opt-in): P is read from shared memory once per page into
     registers and both accumulators' wgmmas take it as their A operand, issued from inline PTX (``asm_mma.pv_mma``;
     the ring's latent part at byte ``KVS_OFF``); O is then four 64 x 64 accumulators (m64n64 layout), two per
-    wgmma. FR (ws2 with OWN, opt-in): P comes from its own buffer ``pb_smem[stage]`` (16-bit, reinterpreted), not the
-    rope slot; each warpgroup arrives on ``kv_free[stage]`` (P read) after its last wgmma of the page and neither waits
-    for the other: the softmax warpgroup refills the rope slot after its S, and nobody refills a whole stage."""
+    wgmma."""
     HALF: gl.constexpr = DV // 2
     SPLIT: gl.constexpr = PV_N < HALF
     gl.static_assert((PV_N == HALF) | (2 * PV_N == HALF), "PV_N: 256 or 128")
@@ -442,7 +439,6 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
     lpage = 0
     gl.static_assert((not OWN) or (SPLIT and CW == 4), "OWN: two accumulators per warpgroup, CHUNK_WAIT 4")
     gl.static_assert((MC == 0) | ((CW > 0) & (OWN == 0) & (NAMED != 0)), "MC: with CHUNK_WAIT > 0, NAMED, not OWN")
-    gl.static_assert((FR == 0) | ((OWN != 0) & (ASM_PV == 0) & (MC == 0)), "FR: with OWN, not with ASM_PV or MC")
     EB: gl.constexpr = dtype.primitive_bitwidth // 8
     lead = 0
     rank = 0
@@ -513,10 +509,7 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 rescale = True
                 if FLAG:   # the [1] slice every thread loads reduces to a scalar without any exchange
                     rescale = gl.max(fl_smem.index(stage).slice(0, 1).load(one_layout), axis=0) != 0
-                if FR:
-                    p_smem = pb_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
-                else:
-                    p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
+                p_smem = kr_smem.index(stage)._reinterpret(dtype, [BLOCK_M, PAGE], p_smem_layout)
                 if ASM_PV:
                     if rescale:
                         alpha = ax_smem.index(stage).load(q_row)
@@ -560,15 +553,12 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                 else:
                     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
-                if FR:   # P read: the softmax warpgroup may write the stage's next P (its latent pieces went above)
-                    gl.thread_barrier()
-                    mbarrier.arrive(kv_free.index(stage), count=1)
-                elif NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
+                if NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
                     _named_bar(FREE_BAR + stage, 256, WG == 1)
                 else:
                     gl.thread_barrier()
                     mbarrier.arrive(kv_free.index(stage), count=1)
-                if (WG == 0) & (FR == 0):
+                if WG == 0:
                     # both P.V done with this stage -> refill it, then look up the page after
                     if not NAMED:
                         mbarrier.wait(kv_free.index(stage), ph)
@@ -627,29 +617,20 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
 
 
 @gluon.jit
-def _ws_shared(k_desc, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr,
-               QR: gl.constexpr = True):
+def _ws_shared(k_desc, BLOCK_M: gl.constexpr, PAGE: gl.constexpr, D: gl.constexpr, DV: gl.constexpr):
     """Shared memory of the ws kernels, barriers initialised (the caller fences): Q 72 KB + 2 x 72 KB page ring
     (P aliased on each stage's rope slot), alpha and the LAZY rescale flag per ring stage, 1/l per chunk parity;
-    mbarriers kv_ready, kv_free (both P.V warpgroups), p_ready, l_ready, l_free (both P.V warpgroups), two of each.
-    QR False (ws2's FR: Q's rope tile lives in registers): no rope tile for Q (``qr_smem`` is then ``q_smem``, a
-    placeholder nothing reads as the rope), and the flag is int8."""
+    mbarriers kv_ready, kv_free (both P.V warpgroups), p_ready, l_ready, l_free (both P.V warpgroups), two of each."""
     dtype: gl.constexpr = k_desc.dtype
     smem_layout: gl.constexpr = k_desc.layout
     vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, DV], smem_layout)
-    if QR:
-        qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
-    else:
-        qr_smem = q_smem
+    qr_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, D - DV], smem_layout)
     kv_smem = gl.allocate_shared_memory(dtype, [2, PAGE, DV], smem_layout)
     kr_smem = gl.allocate_shared_memory(dtype, [2, PAGE, D - DV], smem_layout)
     ax_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)
     lx_smem = gl.allocate_shared_memory(gl.float32, [2, BLOCK_M], vec_layout)
-    if QR:
-        fl_smem = gl.allocate_shared_memory(gl.int32, [2, BLOCK_M], vec_layout)
-    else:   # (FR: 384 bytes fewer, which its P buffers need)
-        fl_smem = gl.allocate_shared_memory(gl.int8, [2, BLOCK_M], vec_layout)
+    fl_smem = gl.allocate_shared_memory(gl.int32, [2, BLOCK_M], vec_layout)
     kv_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     kv_free = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     p_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
