@@ -192,8 +192,7 @@ def mla_decode_hopper(q, k_cache, block_table, cache_seqlens, tile_scheduler_met
         launch = _launch_ws2
         variant = dict(PV_REGS=W2.PV_REGS, SM_REGS=W2.SM_REGS, CW=cw, LAZY=int(W2.LAZY),
                        NAMED=int(W2.NAMED), OWN=int(own), MC=int(mc), **CL.MC_ZERO, Q_TMA=q_tma, PDL=int(pdl),
-                       ASM_S=int(bool(W2.ASM_S) and not mc), ASM_PV=int(bool(W2.ASM_PV) and not mc),
-                       **W2.ASM_ZERO,
+                       ASM_S=int(bool(W2.ASM_S) and not mc), ASM_PV=int(bool(W2.ASM_PV) and not mc), **W2.ASM_ZERO,
                        TRACE=W2.TRACE_MODE if W2.TRACE_BUF is not None else 0, num_warps=W2.NUM_WARPS,
                        maxnreg=W2.MAXNREG, launch_pdl=bool(pdl))
     elif cfg == PAIR:

@@ -1,6 +1,6 @@
-"""The lazy running max's rescales (the paired kernel's LAZY): each warp skips its multiplies
-when every row scale of its 16 rows is exactly 1, decided by a warp vote on the scales themselves (inline PTX: a
-``vote.sync.any`` and a branch around the multiplies; ptxas keeps the accumulator in place)."""
+"""The lazy running max's rescales (the paired kernel's LAZY): each warp skips its multiplies when every row scale
+of its 16 rows is exactly 1, decided by a warp vote on the scales themselves (inline PTX: a ``vote.sync.any`` and a
+branch around the multiplies; ptxas keeps the accumulator in place)."""
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 

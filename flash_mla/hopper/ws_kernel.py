@@ -538,20 +538,19 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
                     acc = warpgroup_mma(p_smem, kv.slice(WG * HALF, PV_N, dim=1), acc, is_async=True)
                     if SPLIT:
                         acc1 = warpgroup_mma(p_smem, kv.slice(WG * HALF + PV_N, PV_N, dim=1), acc1, is_async=True)
-                if ASM_PV:   # (waited above)
-                    pass
-                elif OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read: all
-                    # but the last wgmma group done means acc is complete
-                    acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
-                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 1 + 2 * WG,
-                                 PAGE, CHUNK)
-                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                    _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage, 2 + 2 * WG,
-                                 PAGE, CHUNK)
-                elif SPLIT:
-                    acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
-                else:
-                    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+                if ASM_PV == 0:   # (ASM_PV waited above)
+                    if OWN:   # each accumulator's 2 latent tiles refilled (piece 1 + 2 WG, then 2 + 2 WG) once read:
+                        # all but the last wgmma group done means acc is complete
+                        acc, acc1 = warpgroup_mma_wait(num_outstanding=1, deps=(acc, acc1))
+                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                     1 + 2 * WG, PAGE, CHUNK)
+                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
+                        _issue_piece(k_desc, v_desc, kv_smem, kr_smem, kv_ready, lpage, ln < ln_end, stage,
+                                     2 + 2 * WG, PAGE, CHUNK)
+                    elif SPLIT:
+                        acc, acc1 = warpgroup_mma_wait(num_outstanding=0, deps=(acc, acc1))
+                    else:
+                        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 _stamp(trace_ptr, it, 6 + 4 * WG, TRACE)
                 if NAMED:   # warpgroup 1 -> 0: "done reading this stage" (each thread after its own wgmma wait)
                     _named_bar(FREE_BAR + stage, 256, WG == 1)
@@ -594,14 +593,10 @@ def _ws_pv(WG: gl.constexpr, kv_smem, kr_smem, ax_smem, lx_smem,
             if ASM_PV:
                 rows_q = m0 + gl.arange(0, BLOCK_M, layout=q_row)
                 cols_q = WG * HALF + gl.arange(0, 64, layout=q_col)
-                _store_o(o0 * inv_q[:, None], rows_q, cols_q, bi, no_split, slot, out_ptr, oacc_ptr, stride_oacc_b,
-                         stride_oacc_r, R, DV)
-                _store_o(o1 * inv_q[:, None], rows_q, cols_q + 64, bi, no_split, slot, out_ptr, oacc_ptr,
-                         stride_oacc_b, stride_oacc_r, R, DV)
-                _store_o(o2 * inv_q[:, None], rows_q, cols_q + 128, bi, no_split, slot, out_ptr, oacc_ptr,
-                         stride_oacc_b, stride_oacc_r, R, DV)
-                _store_o(o3 * inv_q[:, None], rows_q, cols_q + 192, bi, no_split, slot, out_ptr, oacc_ptr,
-                         stride_oacc_b, stride_oacc_r, R, DV)
+                quarters = (o0, o1, o2, o3)   # (as the paired kernel stores its quarters)
+                for j in gl.static_range(4):
+                    _store_o(quarters[j] * inv_q[:, None], rows_q, cols_q + 64 * j, bi, no_split, slot, out_ptr,
+                             oacc_ptr, stride_oacc_b, stride_oacc_r, R, DV)
             else:
                 rows_o = m0 + gl.arange(0, BLOCK_M, layout=o_row)
                 _store_o(acc * inv_l[:, None], rows_o, WG * HALF + gl.arange(0, PV_N, layout=o_col), bi, no_split,
