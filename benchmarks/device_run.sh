@@ -20,7 +20,8 @@
 #   asmwgmma: inline-PTX wgmma (uniform descriptors) against Gluon's: S checked against torch, S loop timed
 #        (benchmarks/experiments/asm_wgmma/run_gpu.py)
 # Full logs go to $OUT (the device tool's output folder) or ./device_out. Steps that may hang on a new kernel run
-# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression; TESTS_RANGE=A,B: tests A..B of the
+# under timeout (TESTS_TIMEOUT, AB_TIMEOUT; TESTS_K: a pytest -k expression, or "defaults": the tests of the kernels
+# the launcher runs by default, without the opt-in variants (145 of 309); TESTS_RANGE=A,B: tests A..B of the
 # suite in collection order, to finish a run that a timeout cut short). SMI_LOG=1: nvidia-smi samples
 # (SM clock, power, throttle reasons) to smi_<steps>.csv. BENCH_SET="Q_TMA=1 ...": bench also with those Hopper module
 # constants (benchmarks/bench_with.py), one run per space-separated set.
@@ -34,6 +35,10 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ -n "${SMI_LOG:-}" ]; then   # SM clock, power and throttle reasons every 100 ms for the whole call
   nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
     --format=csv -lms 100 > "$OUT/smi_${steps// /_}.csv" 2>&1 & SMI_PID=$!; trap 'kill $SMI_PID 2>/dev/null' EXIT
+fi
+if [ "${TESTS_K:-}" = defaults ]; then
+  TESTS_K="not pair and not mc and not mnamed and not asmpv and not gluon and not qtma2 and not pdl and not mbar"
+  TESTS_K="$TESTS_K and not cw0 and not lockstep"
 fi
 for step in $steps; do
   case $step in
